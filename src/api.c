@@ -1,0 +1,482 @@
+/*
+ * api.c - request handlers of sofaasd (see api.h).
+ *
+ * Every error a client can see is produced here or in http.c through
+ * sf_http_error(), so bodies are always {"error":{"code","message"}}; the
+ * invocation failure classes map to statuses in one table (inv_errors).
+ */
+#include "api.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "artifact.h"
+#include "log.h"
+#include "util.h"
+
+struct sf_api {
+    sf_registry *reg;
+    sf_pool *pool;
+    char *token;
+    size_t token_len;
+    size_t invoke_body_max;
+    size_t deploy_body_max;
+};
+
+static const struct {
+    int status;
+    const char *code;
+} inv_errors[] = {
+    [SF_INV_OK] = {200, "ok"},
+    [SF_INV_CRASHED] = {502, "function_crashed"},
+    [SF_INV_TIMEOUT] = {504, "timeout"},
+    [SF_INV_INIT_FAILED] = {502, "init_failed"},
+    [SF_INV_INVALID_RESPONSE] = {502, "invalid_response"},
+    [SF_INV_SANDBOX] = {500, "sandbox_violation"},
+    [SF_INV_UNAVAILABLE] = {503, "function_unavailable"},
+};
+
+#define SF_API_SMALL_BODY_MAX (64u << 10)
+
+/* ---- headers stage ------------------------------------------------------ */
+
+static bool authorized(sf_api *api, const sf_http_req *req)
+{
+    const sofaas_header *h;
+
+    if (api->token == NULL)
+        return true;
+    h = sf_http_header(req, "Authorization");
+    if (h == NULL || h->value_len < 7 ||
+        strncasecmp(h->value, "Bearer ", 7) != 0)
+        return false;
+    return sf_ct_equal(h->value + 7, h->value_len - 7, api->token,
+                       api->token_len);
+}
+
+static int on_headers(void *ctx, sf_http_req *req, const char **code,
+                      const char **msg)
+{
+    sf_api *api = ctx;
+
+    sf_router_match(req->method, req->path, req->path_len, &req->route);
+    if (req->route.admin && !authorized(api, req)) {
+        *code = "unauthorized";
+        *msg = "missing or wrong admin token (Authorization: Bearer ...)";
+        return 401;
+    }
+    switch (req->route.id) {
+    case SF_ROUTE_FN_DEPLOY:
+        req->body_limit = api->deploy_body_max;
+        break;
+    case SF_ROUTE_INVOKE:
+        req->body_limit = api->invoke_body_max;
+        break;
+    default:
+        req->body_limit = SF_API_SMALL_BODY_MAX;
+    }
+    return 0;
+}
+
+/* ---- JSON helpers ------------------------------------------------------- */
+
+static void respond_json(sf_http_req *req, int status, cJSON *j)
+{
+    char *s = cJSON_PrintUnformatted(j);
+
+    cJSON_Delete(j);
+    if (s == NULL) {
+        sf_http_error(req, 500, "internal", "out of memory");
+        return;
+    }
+    sf_http_json(req, status, s);
+    free(s);
+}
+
+static cJSON *function_json(const sf_function *f)
+{
+    cJSON *j = cJSON_CreateObject();
+    char ts[32];
+
+    cJSON_AddStringToObject(j, "name", f->name);
+    cJSON_AddNumberToObject(j, "version", (double)f->version);
+    cJSON_AddStringToObject(j, "sha256", f->sha256);
+    cJSON_AddNumberToObject(j, "size", (double)f->size);
+    cJSON_AddItemToObject(j, "config", sf_fn_config_to_json(&f->config));
+    sf_rfc3339(f->created_at_us, ts);
+    cJSON_AddStringToObject(j, "created_at", ts);
+    return j;
+}
+
+/* ---- admin handlers ----------------------------------------------------- */
+
+static void handle_list(sf_api *api, sf_http_req *req)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *arr = cJSON_AddArrayToObject(root, "functions");
+
+    for (size_t i = 0; i < sf_registry_count(api->reg); i++)
+        cJSON_AddItemToArray(arr,
+                             function_json(sf_registry_at(api->reg, i)));
+    respond_json(req, 200, root);
+}
+
+static const sf_function *named_function(sf_api *api, sf_http_req *req)
+{
+    const sf_route *rt = &req->route;
+    const sf_function *f;
+
+    if (!rt->name_valid) {
+        sf_http_error(req, 400, "invalid_name",
+                      "function names must match ^[a-z0-9][a-z0-9-]{0,62}$");
+        return NULL;
+    }
+    f = sf_registry_get(api->reg, rt->name, rt->name_len);
+    if (f == NULL)
+        sf_http_error(req, 404, "function_not_found",
+                      "no function named '%.*s'", (int)rt->name_len,
+                      rt->name);
+    return f;
+}
+
+static void handle_get(sf_api *api, sf_http_req *req)
+{
+    const sf_function *f = named_function(api, req);
+    cJSON *j;
+
+    if (f == NULL)
+        return;
+    j = function_json(f);
+    cJSON_AddItemToObject(j, "versions",
+                          sf_registry_versions_json(api->reg, f->name));
+    respond_json(req, 200, j);
+}
+
+static void handle_delete(sf_api *api, sf_http_req *req)
+{
+    const sf_function *f = named_function(api, req);
+    char name[64];
+
+    if (f == NULL)
+        return;
+    snprintf(name, sizeof(name), "%s", f->name);
+    if (sf_registry_delete(api->reg, name) < 0) {
+        sf_http_error(req, 500, "internal", "could not delete '%s'", name);
+        return;
+    }
+    sf_pool_retire_function(api->pool, name, -1);
+    SF_INFO("msg=\"function deleted\" function=%s request_id=%s", name,
+            req->request_id);
+    sf_http_respond(req, 204, NULL, 0, NULL, 0);
+}
+
+typedef struct deploy {
+    sf_api *api;
+    sf_http_req *req;
+    char name[64];
+    char sha[65];
+    char *path;
+    int64_t size;
+    sf_fn_config cfg;
+} deploy;
+
+/* Reads ?timeout_ms=&memory_mb= into cfg. Returns 0 or -EINVAL (answered). */
+static int deploy_params(sf_http_req *req, sf_fn_config *cfg)
+{
+    const char *q = req->query;
+
+    while (*q != '\0') {
+        const char *amp = strchr(q, '&');
+        size_t pl = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', pl);
+        size_t kl = eq ? (size_t)(eq - q) : pl;
+        const char *v = eq ? eq + 1 : q + pl;
+        size_t vl = eq ? pl - kl - 1 : 0;
+        uint64_t n;
+
+        if (kl == 10 && strncmp(q, "timeout_ms", kl) == 0) {
+            if (sf_parse_u64(v, vl, SF_FN_TIMEOUT_MAX, &n) < 0 || n == 0) {
+                sf_http_error(req, 400, "invalid_parameter",
+                              "timeout_ms: expected an integer in 1..%d",
+                              SF_FN_TIMEOUT_MAX);
+                return -EINVAL;
+            }
+            cfg->timeout_ms = (uint32_t)n;
+        } else if (kl == 9 && strncmp(q, "memory_mb", kl) == 0) {
+            if (sf_parse_u64(v, vl, SF_FN_MEMORY_MAX, &n) < 0 ||
+                n < SF_FN_MEMORY_MIN) {
+                sf_http_error(req, 400, "invalid_parameter",
+                              "memory_mb: expected an integer in %d..%d",
+                              SF_FN_MEMORY_MIN, SF_FN_MEMORY_MAX);
+                return -EINVAL;
+            }
+            cfg->memory_mb = (uint32_t)n;
+        } else if (pl > 0) {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "unknown parameter '%.*s' (known: timeout_ms, "
+                          "memory_mb)",
+                          (int)(kl > 64 ? 64 : kl), q);
+            return -EINVAL;
+        }
+        q = amp ? amp + 1 : q + pl;
+    }
+    return 0;
+}
+
+static void on_validated(void *ctx, bool ok, const char *reason)
+{
+    deploy *d = ctx;
+    const sf_function *f;
+    sf_http_req *req = d->req;
+
+    if (!ok) {
+        SF_INFO("msg=\"deploy rejected\" function=%s sha256=%s reason=\"%s\" "
+                "request_id=%s",
+                d->name, d->sha, reason, req->request_id);
+        sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
+        sf_http_error(req, 422, "invalid_artifact", "%s", reason);
+        goto out;
+    }
+    if (sf_registry_add_version(d->api->reg, d->name, d->sha, d->size,
+                                &d->cfg, &f) < 0) {
+        sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
+        sf_http_error(req, 500, "internal", "could not record the version");
+        goto out;
+    }
+    sf_pool_retire_function(d->api->pool, f->name, f->version);
+    SF_INFO("msg=\"function deployed\" function=%s version=%lld sha256=%s "
+            "size=%lld request_id=%s",
+            f->name, (long long)f->version, f->sha256, (long long)f->size,
+            req->request_id);
+    respond_json(req, 201, function_json(f));
+out:
+    free(d->path);
+    free(d);
+}
+
+static void handle_deploy(sf_api *api, sf_http_req *req)
+{
+    const sf_route *rt = &req->route;
+    const sf_function *cur;
+    char err[256];
+    deploy *d;
+    sf_fn_spec spec;
+    int r;
+
+    if (!rt->name_valid) {
+        sf_http_error(req, 400, "invalid_name",
+                      "function names must match ^[a-z0-9][a-z0-9-]{0,62}$");
+        return;
+    }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    d->api = api;
+    d->req = req;
+    snprintf(d->name, sizeof(d->name), "%.*s", (int)rt->name_len, rt->name);
+    /* A redeploy keeps the current config unless the query changes it. */
+    cur = sf_registry_get(api->reg, d->name, strlen(d->name));
+    if (cur != NULL)
+        d->cfg = cur->config;
+    else
+        sf_fn_config_defaults(&d->cfg);
+    if (deploy_params(req, &d->cfg) < 0)
+        goto fail;
+    if (sf_artifact_check(req->body.data, req->body.len, err, sizeof(err)) < 0) {
+        sf_http_error(req, 422, "invalid_artifact", "%s", err);
+        goto fail;
+    }
+    r = sf_registry_put_artifact(api->reg, req->body.data, req->body.len,
+                                 d->sha, &d->path);
+    if (r == -ENOSPC || r == -EDQUOT) {
+        sf_http_error(req, 507, "insufficient_storage",
+                      "no space left to store the artifact");
+        goto fail;
+    }
+    if (r < 0) {
+        sf_http_error(req, 500, "internal", "could not store the artifact: %s",
+                      strerror(-r));
+        goto fail;
+    }
+    d->size = (int64_t)req->body.len;
+    /* The artifact is loaded in a worker process, never here. */
+    spec = (sf_fn_spec){.name = d->name,
+                        .version = 0,
+                        .artifact_path = d->path,
+                        .config = d->cfg};
+    sf_pool_validate(api->pool, &spec, on_validated, d);
+    return;
+fail:
+    free(d->path);
+    free(d);
+}
+
+/* ---- invocation --------------------------------------------------------- */
+
+typedef struct invocation {
+    sf_http_req *req;
+    sf_invoke inv;
+    char name[64];
+    int64_t version;
+} invocation;
+
+static void on_invoked(void *ctx, const sf_invoke_result *res)
+{
+    invocation *iv = ctx;
+    sf_http_req *req = iv->req;
+    char inst[24];
+
+    snprintf(inst, sizeof(inst), "%llu", (unsigned long long)res->instance_id);
+    SF_DEBUG("msg=\"invocation\" request_id=%s function=%s version=%lld "
+             "status=%s cold_start=%d queue_us=%llu duration_us=%llu",
+             req->request_id, iv->name, (long long)iv->version,
+             inv_errors[res->status].code, res->cold_start,
+             (unsigned long long)res->queue_us,
+             (unsigned long long)res->duration_us);
+    if (res->status != SF_INV_OK) {
+        sf_http_error(req, inv_errors[res->status].status,
+                      inv_errors[res->status].code, "function '%s': %s",
+                      iv->name, res->detail ? res->detail : "failed");
+    } else if (res->resp->rc != 0) {
+        sf_http_error(req, 500, "function_error",
+                      "function '%s' returned %d", iv->name, res->resp->rc);
+    } else {
+        const sf_response *r = res->resp;
+        size_t n = r->header_count;
+        sofaas_header *h = calloc(n + 2, sizeof(*h));
+        if (h == NULL) {
+            sf_http_error(req, 503, "overloaded", "out of memory");
+        } else {
+            if (n > 0)
+                memcpy(h, r->headers, n * sizeof(*h));
+            h[n++] = (sofaas_header){"X-Sofaas-Instance", 17, inst,
+                                     strlen(inst)};
+            if (res->cold_start)
+                h[n++] = (sofaas_header){"X-Sofaas-Cold-Start", 19, "1", 1};
+            sf_http_respond(req, r->status, h, n, r->body, r->body_len);
+            free(h);
+        }
+    }
+    free(iv);
+}
+
+static void handle_invoke(sf_api *api, sf_http_req *req)
+{
+    const sf_route *rt = &req->route;
+    const sf_function *f = NULL;
+    invocation *iv;
+    sf_fn_spec spec;
+
+    if (rt->name_valid)
+        f = sf_registry_get(api->reg, rt->name, rt->name_len);
+    if (f == NULL) {
+        sf_http_error(req, 404, "function_not_found",
+                      "no function named '%.*s'",
+                      (int)(rt->name_len > 64 ? 64 : rt->name_len), rt->name);
+        return;
+    }
+    iv = calloc(1, sizeof(*iv));
+    if (iv == NULL) {
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    iv->req = req;
+    snprintf(iv->name, sizeof(iv->name), "%s", f->name);
+    iv->version = f->version;
+    iv->inv = (sf_invoke){.method = req->method,
+                          .method_len = strlen(req->method),
+                          .path = rt->subpath,
+                          .path_len = rt->subpath_len,
+                          .query = req->query,
+                          .query_len = req->query_len,
+                          .request_id = req->request_id,
+                          .request_id_len = strlen(req->request_id),
+                          .headers = req->headers,
+                          .header_count = req->header_count,
+                          .body = req->body.data,
+                          .body_len = req->body.len};
+    spec = (sf_fn_spec){.name = f->name,
+                        .version = f->version,
+                        .artifact_path = f->artifact_path,
+                        .config = f->config};
+    sf_pool_invoke(api->pool, &spec, &iv->inv, on_invoked, iv);
+}
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+static void on_request(void *ctx, sf_http_req *req)
+{
+    sf_api *api = ctx;
+
+    switch (req->route.id) {
+    case SF_ROUTE_HEALTHZ:
+        sf_http_json(req, 200, "{\"status\":\"ok\"}");
+        return;
+    case SF_ROUTE_FN_LIST:
+        handle_list(api, req);
+        return;
+    case SF_ROUTE_FN_GET:
+        handle_get(api, req);
+        return;
+    case SF_ROUTE_FN_DELETE:
+        handle_delete(api, req);
+        return;
+    case SF_ROUTE_FN_DEPLOY:
+        handle_deploy(api, req);
+        return;
+    case SF_ROUTE_INVOKE:
+        handle_invoke(api, req);
+        return;
+    case SF_ROUTE_NONE:
+        break;
+    }
+    if (req->route.miss_status == 405)
+        sf_http_error(req, 405, "method_not_allowed",
+                      "%s is not allowed on %s", req->method, req->path);
+    else
+        sf_http_error(req, 404, "not_found", "no route for %s", req->path);
+}
+
+static const sf_http_handlers handlers = {on_headers, on_request};
+
+const sf_http_handlers *sf_api_handlers(void) { return &handlers; }
+
+sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg)
+{
+    sf_api *api = calloc(1, sizeof(*api));
+
+    if (api == NULL)
+        return NULL;
+    api->reg = reg;
+    api->pool = pool;
+    api->invoke_body_max =
+        cfg->invoke_body_max ? cfg->invoke_body_max : SF_API_INVOKE_BODY_MAX;
+    api->deploy_body_max =
+        cfg->deploy_body_max ? cfg->deploy_body_max : SF_API_DEPLOY_BODY_MAX;
+    if (cfg->admin_token != NULL) {
+        api->token = strdup(cfg->admin_token);
+        if (api->token == NULL) {
+            free(api);
+            return NULL;
+        }
+        api->token_len = strlen(api->token);
+    }
+    return api;
+}
+
+void sf_api_free(sf_api *api)
+{
+    if (api == NULL)
+        return;
+    if (api->token != NULL) {
+        explicit_bzero(api->token, api->token_len);
+        free(api->token);
+    }
+    free(api);
+}

@@ -1,0 +1,34 @@
+/*
+ * api.h - the daemon's HTTP surface: routing decisions at headers-complete
+ * (auth, body limits) and the handlers for the admin API (/v1/...), health
+ * and invocation (/fn/{name}/...). Glues http.c to registry.c and pool.c.
+ * Runs on the loop thread.
+ */
+#ifndef SF_API_H
+#define SF_API_H
+
+#include <stddef.h>
+
+#include "http.h"
+#include "pool.h"
+#include "registry.h"
+
+#define SF_API_INVOKE_BODY_MAX (6u << 20)
+#define SF_API_DEPLOY_BODY_MAX (50u << 20)
+
+typedef struct sf_api_config {
+    const char *admin_token; /* NULL: admin API open (loopback only) */
+    size_t invoke_body_max;
+    size_t deploy_body_max;
+} sf_api_config;
+
+typedef struct sf_api sf_api;
+
+/* Borrows reg and pool; copies cfg (and the token). */
+sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg);
+/* Wipes the token and frees. NULL-safe. */
+void sf_api_free(sf_api *api);
+/* The handlers to give sf_http_server_new, with api as ctx. */
+const sf_http_handlers *sf_api_handlers(void);
+
+#endif

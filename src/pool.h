@@ -1,0 +1,105 @@
+/*
+ * pool.h - the worker pool of sofaasd: spawns sofaas-worker processes, keeps
+ * generic ones ready, specializes them for a function version on demand,
+ * queues invocations when no instance is free, and turns worker deaths and
+ * timeouts into invocation results.
+ *
+ * Runs on the daemon's loop thread only. Every worker has one state (enum in
+ * pool.c) changed by one transition function that logs each change at debug
+ * level.
+ */
+#ifndef SF_POOL_H
+#define SF_POOL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "registry.h"
+
+typedef struct sf_pool sf_pool;
+
+typedef struct sf_pool_config {
+    const char *worker_path;   /* sofaas-worker executable (copied) */
+    unsigned generic_min;      /* generic workers kept ready (--workers) */
+    unsigned max_workers;      /* all workers together */
+    unsigned init_timeout_ms;  /* dlopen + sofaas_init deadline */
+    enum sf_log_level worker_log_level;
+} sf_pool_config;
+
+/* A function version to run. The pool copies what it keeps. */
+typedef struct sf_fn_spec {
+    const char *name;
+    int64_t version;
+    const char *artifact_path;
+    sf_fn_config config;
+} sf_fn_spec;
+
+enum sf_invoke_status {
+    SF_INV_OK = 0,           /* resp is valid (resp->rc may be non-zero) */
+    SF_INV_CRASHED,          /* the instance died mid-invocation */
+    SF_INV_TIMEOUT,          /* killed at timeout_ms */
+    SF_INV_INIT_FAILED,      /* no instance could be initialized */
+    SF_INV_INVALID_RESPONSE, /* over the cap or a malformed frame */
+    SF_INV_SANDBOX,          /* the sandbox refused a syscall */
+    SF_INV_UNAVAILABLE,      /* could not spawn, or shutting down */
+};
+
+typedef struct sf_invoke_result {
+    enum sf_invoke_status status;
+    const char *detail;      /* human-readable; valid during the callback */
+    const sf_response *resp; /* SF_INV_OK only; valid during the callback */
+    bool cold_start;         /* served by a new instance */
+    uint64_t instance_id;
+    uint64_t queue_us;    /* waiting for an instance */
+    uint64_t init_us;     /* load + init of the instance, when cold */
+    uint64_t duration_us; /* dispatch to last byte of the response */
+} sf_invoke_result;
+
+typedef void (*sf_invoke_cb)(void *ctx, const sf_invoke_result *res);
+/* ok: true if the artifact loaded and initialized; else reason says why. */
+typedef void (*sf_validate_cb)(void *ctx, bool ok, const char *reason);
+
+int sf_pool_new(uv_loop_t *loop, const sf_pool_config *cfg, sf_pool **out);
+/* Spawns the generic workers. Returns 0 or a negative libuv error. */
+int sf_pool_start(sf_pool *p);
+
+/*
+ * Runs inv on an instance of fn. inv (and what it points to) must stay valid
+ * until cb runs; cb runs exactly once, possibly before this returns.
+ */
+void sf_pool_invoke(sf_pool *p, const sf_fn_spec *fn, const sf_invoke *inv,
+                    sf_invoke_cb cb, void *ctx);
+
+/*
+ * Loads fn in a fresh worker (never in the daemon), runs its init, reports,
+ * and retires that worker. cb runs exactly once.
+ */
+void sf_pool_validate(sf_pool *p, const sf_fn_spec *fn, sf_validate_cb cb,
+                      void *ctx);
+
+/*
+ * Retires instances of function name whose version differs from
+ * keep_version (all of them if keep_version < 0): idle ones now, busy ones
+ * after their in-flight invocation. Queued invocations of retired versions
+ * still run on those versions.
+ */
+void sf_pool_retire_function(sf_pool *p, const char *name,
+                             int64_t keep_version);
+
+/* Counts for status reporting. */
+typedef struct sf_pool_stats {
+    unsigned spawning, generic, loading, idle, busy, draining;
+    unsigned queued;
+} sf_pool_stats;
+void sf_pool_get_stats(sf_pool *p, sf_pool_stats *s);
+
+/*
+ * Kills every worker, fails queued invocations with SF_INV_UNAVAILABLE and
+ * frees the pool once all handles are closed. NULL-safe.
+ */
+void sf_pool_free(sf_pool *p);
+
+#endif

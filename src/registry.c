@@ -1,0 +1,626 @@
+/*
+ * registry.c - functions, versions and artifacts (see registry.h).
+ *
+ * Schema changes are migrations keyed by PRAGMA user_version; each runs in
+ * one transaction, so a crash mid-migration leaves the previous version.
+ * Deleting a function keeps its version rows (billing history refers to
+ * them) and sets functions.deleted_at; a later deploy of the same name
+ * continues its version numbers.
+ */
+#include "registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sha256.h"
+#include "util.h"
+
+struct sf_registry {
+    char *state_dir;
+    char *artifact_dir;
+    sqlite3 *db;
+    sf_function *fns; /* sorted by name */
+    size_t n, cap;
+};
+
+/* ---- configuration ------------------------------------------------------ */
+
+void sf_fn_config_defaults(sf_fn_config *c)
+{
+    c->timeout_ms = SF_FN_TIMEOUT_DEFAULT;
+    c->memory_mb = SF_FN_MEMORY_DEFAULT;
+}
+
+cJSON *sf_fn_config_to_json(const sf_fn_config *c)
+{
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddNumberToObject(j, "timeout_ms", c->timeout_ms);
+    cJSON_AddNumberToObject(j, "memory_mb", c->memory_mb);
+    return j;
+}
+
+static int json_uint(const cJSON *v, const char *key, uint32_t lo,
+                     uint32_t hi, uint32_t *out, char *err, size_t errlen)
+{
+    double d;
+
+    if (!cJSON_IsNumber(v)) {
+        snprintf(err, errlen, "%s: expected an integer", key);
+        return -EINVAL;
+    }
+    d = v->valuedouble;
+    if (d != (double)(int64_t)d || d < lo || d > hi) {
+        snprintf(err, errlen, "%s: expected an integer in %u..%u", key, lo,
+                 hi);
+        return -EINVAL;
+    }
+    *out = (uint32_t)d;
+    return 0;
+}
+
+int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
+                            size_t errlen)
+{
+    const cJSON *it;
+    sf_fn_config n = *c;
+
+    if (!cJSON_IsObject(j)) {
+        snprintf(err, errlen, "config: expected a JSON object");
+        return -EINVAL;
+    }
+    cJSON_ArrayForEach(it, j)
+    {
+        int r;
+        if (strcmp(it->string, "timeout_ms") == 0)
+            r = json_uint(it, "timeout_ms", 1, SF_FN_TIMEOUT_MAX,
+                          &n.timeout_ms, err, errlen);
+        else if (strcmp(it->string, "memory_mb") == 0)
+            r = json_uint(it, "memory_mb", SF_FN_MEMORY_MIN, SF_FN_MEMORY_MAX,
+                          &n.memory_mb, err, errlen);
+        else {
+            snprintf(err, errlen, "%s: unknown configuration key",
+                     it->string);
+            r = -EINVAL;
+        }
+        if (r < 0)
+            return r;
+    }
+    *c = n;
+    return 0;
+}
+
+/* ---- schema ------------------------------------------------------------- */
+
+static const char *const migrations[] = {
+    /* 1: functions and their versions. */
+    "CREATE TABLE functions ("
+    "  name TEXT PRIMARY KEY,"
+    "  created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL,"
+    "  latest_version INTEGER NOT NULL,"
+    "  deleted_at INTEGER"
+    ");"
+    "CREATE TABLE versions ("
+    "  function TEXT NOT NULL REFERENCES functions(name),"
+    "  version INTEGER NOT NULL,"
+    "  sha256 TEXT NOT NULL,"
+    "  size INTEGER NOT NULL,"
+    "  config TEXT NOT NULL,"
+    "  created_at INTEGER NOT NULL,"
+    "  PRIMARY KEY (function, version)"
+    ");"
+    "CREATE INDEX versions_sha256 ON versions(sha256);",
+};
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        SF_ERR("msg=\"sqlite statement failed\" error=\"%s\"",
+               msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int migrate(sqlite3 *db)
+{
+    sqlite3_stmt *st;
+    int ver = 0;
+    const int target = (int)(sizeof(migrations) / sizeof(migrations[0]));
+
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) !=
+        SQLITE_OK)
+        return -EIO;
+    if (sqlite3_step(st) == SQLITE_ROW)
+        ver = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (ver > target) {
+        SF_ERR("msg=\"database schema is newer than this sofaasd\" "
+               "schema=%d supported=%d",
+               ver, target);
+        return -EPROTO;
+    }
+    for (; ver < target; ver++) {
+        char pragma[64];
+        snprintf(pragma, sizeof(pragma), "PRAGMA user_version=%d", ver + 1);
+        if (exec(db, "BEGIN IMMEDIATE") < 0)
+            return -EIO;
+        if (exec(db, migrations[ver]) < 0 || exec(db, pragma) < 0) {
+            exec(db, "ROLLBACK");
+            return -EIO;
+        }
+        if (exec(db, "COMMIT") < 0)
+            return -EIO;
+        SF_INFO("msg=\"database migrated\" schema=%d", ver + 1);
+    }
+    return 0;
+}
+
+/* ---- cache -------------------------------------------------------------- */
+
+static size_t find_pos(sf_registry *r, const char *name, size_t len,
+                       bool *found)
+{
+    size_t lo = 0, hi = r->n;
+
+    *found = false;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        int c = strncmp(r->fns[mid].name, name, len);
+        if (c == 0 && r->fns[mid].name[len] != '\0')
+            c = 1;
+        if (c == 0) {
+            *found = true;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static char *artifact_path(sf_registry *r, const char *sha)
+{
+    char *p = NULL;
+    if (asprintf(&p, "%s/%s.so", r->artifact_dir, sha) < 0)
+        return NULL;
+    return p;
+}
+
+/* Inserts or replaces the cached entry for f->name (takes f's path). */
+static int cache_put(sf_registry *r, sf_function *f)
+{
+    bool found;
+    size_t pos = find_pos(r, f->name, strlen(f->name), &found);
+
+    if (found) {
+        free(r->fns[pos].artifact_path);
+        r->fns[pos] = *f;
+        return (int)pos;
+    }
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 16;
+        sf_function *n = realloc(r->fns, cap * sizeof(*n));
+        if (n == NULL)
+            return -ENOMEM;
+        r->fns = n;
+        r->cap = cap;
+    }
+    memmove(&r->fns[pos + 1], &r->fns[pos], (r->n - pos) * sizeof(*r->fns));
+    r->fns[pos] = *f;
+    r->n++;
+    return (int)pos;
+}
+
+static void row_to_function(sf_registry *r, sqlite3_stmt *st, sf_function *f)
+{
+    const char *cfg = (const char *)sqlite3_column_text(st, 4);
+    cJSON *j = cfg ? cJSON_Parse(cfg) : NULL;
+    char err[128];
+
+    memset(f, 0, sizeof(*f));
+    snprintf(f->name, sizeof(f->name), "%s", sqlite3_column_text(st, 0));
+    f->version = sqlite3_column_int64(st, 1);
+    snprintf(f->sha256, sizeof(f->sha256), "%s", sqlite3_column_text(st, 2));
+    f->size = sqlite3_column_int64(st, 3);
+    f->created_at_us = sqlite3_column_int64(st, 5);
+    sf_fn_config_defaults(&f->config);
+    if (j == NULL || sf_fn_config_apply_json(&f->config, j, err,
+                                             sizeof(err)) < 0)
+        SF_WARN("msg=\"stored config unreadable, using defaults\" "
+                "function=%s version=%lld",
+                f->name, (long long)f->version);
+    cJSON_Delete(j);
+    f->artifact_path = artifact_path(r, f->sha256);
+}
+
+static int load_cache(sf_registry *r)
+{
+    static const char sql[] =
+        "SELECT v.function, v.version, v.sha256, v.size, v.config,"
+        " v.created_at FROM functions f JOIN versions v"
+        " ON v.function = f.name AND v.version = f.latest_version"
+        " WHERE f.deleted_at IS NULL ORDER BY f.name";
+    sqlite3_stmt *st;
+    int rc;
+
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        sf_function f;
+        row_to_function(r, st, &f);
+        if (cache_put(r, &f) < 0) {
+            sqlite3_finalize(st);
+            return -ENOMEM;
+        }
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* ---- open/close --------------------------------------------------------- */
+
+static int mkdir_p(const char *dir)
+{
+    if (mkdir(dir, 0750) == 0 || errno == EEXIST)
+        return 0;
+    return -errno;
+}
+
+int sf_registry_open(const char *state_dir, sf_registry **out)
+{
+    sf_registry *r = calloc(1, sizeof(*r));
+    char *dbpath = NULL;
+    int e;
+
+    if (r == NULL)
+        return -ENOMEM;
+    r->state_dir = realpath(state_dir, NULL);
+    if (r->state_dir == NULL) {
+        if ((e = mkdir_p(state_dir)) < 0)
+            goto fail_errno;
+        r->state_dir = realpath(state_dir, NULL);
+        if (r->state_dir == NULL) {
+            e = -errno;
+            goto fail_errno;
+        }
+    }
+    if (asprintf(&r->artifact_dir, "%s/artifacts", r->state_dir) < 0) {
+        e = -ENOMEM;
+        goto fail;
+    }
+    if ((e = mkdir_p(r->artifact_dir)) < 0)
+        goto fail_errno;
+    if (asprintf(&dbpath, "%s/sofaas.db", r->state_dir) < 0) {
+        e = -ENOMEM;
+        goto fail;
+    }
+    if (sqlite3_open_v2(dbpath, &r->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
+                            SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        SF_ERR("msg=\"cannot open database\" path=%s error=\"%s\"", dbpath,
+               r->db ? sqlite3_errmsg(r->db) : "out of memory");
+        e = -EIO;
+        goto fail;
+    }
+    sqlite3_busy_timeout(r->db, 5000);
+    if (exec(r->db, "PRAGMA journal_mode=WAL") < 0 ||
+        exec(r->db, "PRAGMA synchronous=NORMAL") < 0 ||
+        exec(r->db, "PRAGMA foreign_keys=ON") < 0) {
+        e = -EIO;
+        goto fail;
+    }
+    if ((e = migrate(r->db)) < 0 || (e = load_cache(r)) < 0)
+        goto fail;
+    free(dbpath);
+    SF_INFO("msg=\"registry open\" state_dir=%s functions=%zu", r->state_dir,
+            r->n);
+    *out = r;
+    return 0;
+
+fail_errno:
+    SF_ERR("msg=\"cannot prepare state dir\" path=%s error=\"%s\"", state_dir,
+           strerror(-e));
+fail:
+    free(dbpath);
+    sf_registry_free(r);
+    return e;
+}
+
+void sf_registry_free(sf_registry *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        free(r->fns[i].artifact_path);
+    free(r->fns);
+    sqlite3_close(r->db);
+    free(r->artifact_dir);
+    free(r->state_dir);
+    free(r);
+}
+
+sqlite3 *sf_registry_db(sf_registry *r) { return r->db; }
+const char *sf_registry_state_dir(sf_registry *r) { return r->state_dir; }
+
+const sf_function *sf_registry_get(sf_registry *r, const char *name,
+                                   size_t len)
+{
+    bool found;
+    size_t pos = find_pos(r, name, len, &found);
+    return found ? &r->fns[pos] : NULL;
+}
+
+size_t sf_registry_count(sf_registry *r) { return r->n; }
+
+const sf_function *sf_registry_at(sf_registry *r, size_t i)
+{
+    return i < r->n ? &r->fns[i] : NULL;
+}
+
+/* ---- artifacts ---------------------------------------------------------- */
+
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, p, len);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int fsync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int e = 0;
+    if (fd < 0)
+        return -errno;
+    if (fsync(fd) < 0)
+        e = -errno;
+    close(fd);
+    return e;
+}
+
+int sf_registry_put_artifact(sf_registry *r, const void *data, size_t len,
+                             char sha[65], char **path)
+{
+    char *final = NULL, *tmp = NULL;
+    int fd = -1, e = 0;
+    struct stat stt;
+
+    sf_sha256_hex(data, len, sha);
+    final = artifact_path(r, sha);
+    if (final == NULL ||
+        asprintf(&tmp, "%s/.tmp-%s-%d", r->artifact_dir, sha,
+                 (int)getpid()) < 0) {
+        free(final);
+        return -ENOMEM;
+    }
+    if (stat(final, &stt) == 0 && (size_t)stt.st_size == len)
+        goto done; /* same content already stored */
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        e = -errno;
+        goto out;
+    }
+    if ((e = write_all(fd, data, len)) < 0)
+        goto out;
+    if (fsync(fd) < 0) {
+        e = -errno;
+        goto out;
+    }
+    close(fd);
+    fd = -1;
+    if (rename(tmp, final) < 0) {
+        e = -errno;
+        goto out;
+    }
+    e = fsync_dir(r->artifact_dir);
+    if (e < 0)
+        goto out;
+done:
+    free(tmp);
+    *path = final;
+    return 0;
+out:
+    if (fd >= 0)
+        close(fd);
+    unlink(tmp);
+    free(tmp);
+    free(final);
+    SF_ERR("msg=\"cannot store artifact\" sha256=%s error=\"%s\"", sha,
+           strerror(-e));
+    return e;
+}
+
+void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha)
+{
+    static const char sql[] =
+        "SELECT 1 FROM versions v JOIN functions f ON f.name = v.function"
+        " WHERE v.sha256 = ?1 AND f.deleted_at IS NULL LIMIT 1";
+    sqlite3_stmt *st;
+    bool used = true;
+
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return;
+    sqlite3_bind_text(st, 1, sha, -1, SQLITE_STATIC);
+    used = sqlite3_step(st) == SQLITE_ROW;
+    sqlite3_finalize(st);
+    if (!used) {
+        char *p = artifact_path(r, sha);
+        if (p != NULL && unlink(p) == 0)
+            SF_DEBUG("msg=\"artifact removed\" sha256=%s", sha);
+        free(p);
+    }
+}
+
+/* ---- versions ----------------------------------------------------------- */
+
+int sf_registry_add_version(sf_registry *r, const char *name,
+                            const char *sha, int64_t size,
+                            const sf_fn_config *cfg, const sf_function **out)
+{
+    static const char upsert[] =
+        "INSERT INTO functions(name, created_at, updated_at, latest_version)"
+        " VALUES (?1, ?2, ?2, 1)"
+        " ON CONFLICT(name) DO UPDATE SET latest_version = latest_version + 1,"
+        " updated_at = ?2,"
+        " created_at = CASE WHEN deleted_at IS NULL THEN created_at ELSE ?2 END,"
+        " deleted_at = NULL"
+        " RETURNING latest_version";
+    static const char ins[] =
+        "INSERT INTO versions(function, version, sha256, size, config,"
+        " created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+    sqlite3_stmt *st = NULL;
+    int64_t now = sf_wall_us(), version = 0;
+    cJSON *cj = sf_fn_config_to_json(cfg);
+    char *cfgs = cJSON_PrintUnformatted(cj);
+    sf_function f;
+    int pos, e = -EIO;
+
+    cJSON_Delete(cj);
+    if (cfgs == NULL)
+        return -ENOMEM;
+    if (exec(r->db, "BEGIN IMMEDIATE") < 0)
+        goto out;
+    if (sqlite3_prepare_v2(r->db, upsert, -1, &st, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, now);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        goto rollback;
+    version = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    st = NULL;
+    if (sqlite3_prepare_v2(r->db, ins, -1, &st, NULL) != SQLITE_OK)
+        goto rollback;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, version);
+    sqlite3_bind_text(st, 3, sha, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 4, size);
+    sqlite3_bind_text(st, 5, cfgs, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 6, now);
+    if (sqlite3_step(st) != SQLITE_DONE)
+        goto rollback;
+    sqlite3_finalize(st);
+    st = NULL;
+    if (exec(r->db, "COMMIT") < 0)
+        goto rollback;
+
+    memset(&f, 0, sizeof(f));
+    snprintf(f.name, sizeof(f.name), "%s", name);
+    f.version = version;
+    snprintf(f.sha256, sizeof(f.sha256), "%s", sha);
+    f.size = size;
+    f.created_at_us = now;
+    f.config = *cfg;
+    f.artifact_path = artifact_path(r, sha);
+    pos = cache_put(r, &f);
+    if (pos < 0) {
+        free(f.artifact_path);
+        e = pos;
+        goto out;
+    }
+    *out = &r->fns[pos];
+    e = 0;
+    goto out;
+
+rollback:
+    SF_ERR("msg=\"cannot record version\" function=%s error=\"%s\"", name,
+           sqlite3_errmsg(r->db));
+    sqlite3_finalize(st);
+    exec(r->db, "ROLLBACK");
+out:
+    free(cfgs);
+    return e;
+}
+
+int sf_registry_delete(sf_registry *r, const char *name)
+{
+    static const char sql[] =
+        "UPDATE functions SET deleted_at = ?2, updated_at = ?2"
+        " WHERE name = ?1 AND deleted_at IS NULL";
+    static const char shas[] =
+        "SELECT DISTINCT sha256 FROM versions WHERE function = ?1";
+    sqlite3_stmt *st;
+    bool found;
+    size_t pos = find_pos(r, name, strlen(name), &found);
+    int changed;
+
+    if (!found)
+        return -ENOENT;
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 2, sf_wall_us());
+    changed = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(r->db) == 1;
+    sqlite3_finalize(st);
+    if (!changed)
+        return -EIO;
+    free(r->fns[pos].artifact_path);
+    memmove(&r->fns[pos], &r->fns[pos + 1],
+            (r->n - pos - 1) * sizeof(*r->fns));
+    r->n--;
+
+    /* Remove artifacts no live function uses any more. */
+    if (sqlite3_prepare_v2(r->db, shas, -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        while (sqlite3_step(st) == SQLITE_ROW)
+            sf_registry_drop_artifact_if_unused(
+                r, (const char *)sqlite3_column_text(st, 0));
+        sqlite3_finalize(st);
+    }
+    return 0;
+}
+
+cJSON *sf_registry_versions_json(sf_registry *r, const char *name)
+{
+    static const char sql[] =
+        "SELECT version, sha256, size, config, created_at FROM versions"
+        " WHERE function = ?1 ORDER BY version DESC";
+    sqlite3_stmt *st;
+    cJSON *arr;
+
+    if (sf_registry_get(r, name, strlen(name)) == NULL)
+        return NULL;
+    if (sqlite3_prepare_v2(r->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return NULL;
+    sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+    arr = cJSON_CreateArray();
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        cJSON *v = cJSON_CreateObject();
+        const char *cfg = (const char *)sqlite3_column_text(st, 3);
+        char ts[32];
+        cJSON_AddNumberToObject(v, "version",
+                                (double)sqlite3_column_int64(st, 0));
+        cJSON_AddStringToObject(v, "sha256",
+                                (const char *)sqlite3_column_text(st, 1));
+        cJSON_AddNumberToObject(v, "size",
+                                (double)sqlite3_column_int64(st, 2));
+        cJSON_AddItemToObject(v, "config",
+                              cfg ? cJSON_Parse(cfg) : cJSON_CreateObject());
+        sf_rfc3339(sqlite3_column_int64(st, 4), ts);
+        cJSON_AddStringToObject(v, "created_at", ts);
+        cJSON_AddItemToArray(arr, v);
+    }
+    sqlite3_finalize(st);
+    return arr;
+}

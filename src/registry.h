@@ -1,0 +1,101 @@
+/*
+ * registry.h - deployed functions: their versions in SQLite
+ * (STATE/sofaas.db) and their artifacts on disk (STATE/artifacts/<sha>.so).
+ *
+ * The registry keeps an in-memory, name-sorted cache of the latest version of
+ * every live function so the invocation path never touches SQLite. It is used
+ * only from the daemon's loop thread. Artifacts are content-addressed and
+ * never rewritten in place: a running worker may have one mapped.
+ */
+#ifndef SF_REGISTRY_H
+#define SF_REGISTRY_H
+
+#include <cjson/cJSON.h>
+#include <sqlite3.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Per-version configuration (stored as JSON in versions.config). */
+typedef struct sf_fn_config {
+    uint32_t timeout_ms; /* default 3000, 1..900000 */
+    uint32_t memory_mb;  /* default 128, 16..10240 */
+} sf_fn_config;
+
+#define SF_FN_TIMEOUT_DEFAULT 3000
+#define SF_FN_TIMEOUT_MAX 900000
+#define SF_FN_MEMORY_DEFAULT 128
+#define SF_FN_MEMORY_MIN 16
+#define SF_FN_MEMORY_MAX 10240
+
+/* The latest version of a live function. Owned by the registry. */
+typedef struct sf_function {
+    char name[64];
+    int64_t version;
+    char sha256[65];
+    int64_t size;
+    int64_t created_at_us; /* this version's deploy time */
+    sf_fn_config config;
+    char *artifact_path; /* absolute */
+} sf_function;
+
+typedef struct sf_registry sf_registry;
+
+void sf_fn_config_defaults(sf_fn_config *c);
+/* Caller owns the returned object. */
+cJSON *sf_fn_config_to_json(const sf_fn_config *c);
+/*
+ * Applies the keys present in j onto c (others keep their value). An unknown
+ * key or a wrong type/range fails with the key named in err.
+ * Returns 0 or -EINVAL.
+ */
+int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
+                            size_t errlen);
+
+/*
+ * Opens (creating) state_dir, its artifacts/ folder and sofaas.db, runs the
+ * schema migrations and loads the live functions. Returns 0 or -errno with
+ * a reason logged.
+ */
+int sf_registry_open(const char *state_dir, sf_registry **out);
+void sf_registry_free(sf_registry *r); /* NULL-safe */
+
+sqlite3 *sf_registry_db(sf_registry *r);
+const char *sf_registry_state_dir(sf_registry *r);
+
+/* Latest version of a live function, or NULL. */
+const sf_function *sf_registry_get(sf_registry *r, const char *name,
+                                   size_t len);
+/* Live functions sorted by name. */
+size_t sf_registry_count(sf_registry *r);
+const sf_function *sf_registry_at(sf_registry *r, size_t i);
+
+/*
+ * Stores bytes as STATE/artifacts/<sha256>.so (temp file, fsync, rename,
+ * fsync of the folder) unless that file already exists. sha receives the
+ * hex digest; *path a new string the caller frees. Returns 0 or -errno.
+ */
+int sf_registry_put_artifact(sf_registry *r, const void *data, size_t len,
+                             char sha[65], char **path);
+/* Deletes the artifact file unless a version row still references it. */
+void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha);
+
+/*
+ * Records version N+1 of name (creating the function, or reviving a deleted
+ * one: version numbers never repeat). *out points at the cached entry.
+ * Returns 0 or -EIO.
+ */
+int sf_registry_add_version(sf_registry *r, const char *name,
+                            const char *sha, int64_t size,
+                            const sf_fn_config *cfg, const sf_function **out);
+
+/* Marks a function deleted. Returns 0 or -ENOENT. */
+int sf_registry_delete(sf_registry *r, const char *name);
+
+/*
+ * All versions of name, newest first, as a JSON array (caller owns), or
+ * NULL if the function is unknown.
+ */
+cJSON *sf_registry_versions_json(sf_registry *r, const char *name);
+
+#endif

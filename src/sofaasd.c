@@ -1,0 +1,342 @@
+/*
+ * sofaasd.c - the daemon's main: parses flags, opens the registry, starts the
+ * worker pool and the HTTP server on one libuv loop, and shuts down cleanly
+ * on SIGINT/SIGTERM. Logic lives in the modules it wires together.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <uv.h>
+
+#include "api.h"
+#include "http.h"
+#include "log.h"
+#include "pool.h"
+#include "registry.h"
+
+#define SOFAAS_VERSION "0.1.0"
+
+typedef struct options {
+    char host[256];
+    int port;
+    const char *state_dir;
+    unsigned workers;
+    unsigned max_workers;
+    const char *token_file;
+    const char *worker_path;
+    enum sf_log_level log_level;
+} options;
+
+typedef struct daemon_state {
+    uv_loop_t *loop;
+    uv_signal_t sigint, sigterm;
+    sf_http_server *http;
+    sf_pool *pool;
+    sf_api *api;
+    sf_registry *reg;
+} daemon_state;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: sofaasd [options]\n"
+            "  --listen HOST:PORT       address to serve on (127.0.0.1:8080)\n"
+            "  --state-dir DIR          database and artifacts (./var)\n"
+            "  --workers N              generic workers kept ready (4)\n"
+            "  --max-workers N          all workers together (64)\n"
+            "  --admin-token-file FILE  bearer token for /v1 (or env "
+            "SOFAAS_ADMIN_TOKEN)\n"
+            "  --worker PATH            sofaas-worker executable (next to "
+            "sofaasd)\n"
+            "  --log-level LEVEL        error|warn|info|debug (info)\n"
+            "  --version, --help\n");
+}
+
+static int parse_listen(const char *s, options *o)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long port;
+    size_t hl;
+
+    if (colon == NULL)
+        return -EINVAL;
+    hl = (size_t)(colon - s);
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') { /* [::1]:8080 */
+        s++;
+        hl -= 2;
+    }
+    if (hl == 0 || hl >= sizeof(o->host))
+        return -EINVAL;
+    memcpy(o->host, s, hl);
+    o->host[hl] = '\0';
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || *end != '\0' || end == colon + 1 || port < 0 ||
+        port > 65535)
+        return -EINVAL;
+    o->port = (int)port;
+    return 0;
+}
+
+static int parse_count(const char *s, unsigned lo, unsigned hi, unsigned *out)
+{
+    char *end;
+    long v;
+
+    errno = 0;
+    v = strtol(s, &end, 10);
+    if (errno != 0 || *end != '\0' || end == s || v < (long)lo || v > (long)hi)
+        return -EINVAL;
+    *out = (unsigned)v;
+    return 0;
+}
+
+static bool is_loopback(const char *host)
+{
+    return strncmp(host, "127.", 4) == 0 || strcmp(host, "::1") == 0 ||
+           strcmp(host, "localhost") == 0;
+}
+
+/* Reads the admin token (file first, then env). Caller frees *out. */
+static int load_token(const options *o, char **out)
+{
+    const char *env = getenv("SOFAAS_ADMIN_TOKEN");
+    char buf[512];
+    size_t n;
+    FILE *f;
+
+    *out = NULL;
+    if (o->token_file != NULL) {
+        f = fopen(o->token_file, "re");
+        if (f == NULL) {
+            SF_ERR("msg=\"cannot read admin token file\" path=%s error=\"%s\"",
+                   o->token_file, strerror(errno));
+            return -errno;
+        }
+        n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
+                         buf[n - 1] == ' '))
+            buf[--n] = '\0';
+        if (n == 0) {
+            SF_ERR("msg=\"admin token file is empty\" path=%s", o->token_file);
+            return -EINVAL;
+        }
+        *out = strdup(buf);
+        explicit_bzero(buf, sizeof(buf));
+    } else if (env != NULL && env[0] != '\0') {
+        *out = strdup(env);
+    }
+    /* Workers are spawned with their own environment, but keep the token
+     * out of ours too. */
+    unsetenv("SOFAAS_ADMIN_TOKEN");
+    return 0;
+}
+
+static char *default_worker_path(void)
+{
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
+    char *p = NULL;
+
+    if (n <= 0)
+        return NULL;
+    exe[n] = '\0';
+    if (asprintf(&p, "%s/sofaas-worker", dirname(exe)) < 0)
+        return NULL;
+    return p;
+}
+
+static void on_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    daemon_state *d = s->data;
+
+    SF_INFO("msg=\"shutting down\" signal=%s", signum == SIGINT ? "SIGINT"
+                                                                : "SIGTERM");
+    uv_signal_stop(&d->sigint);
+    uv_signal_stop(&d->sigterm);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    sf_http_server_close(d->http);
+    d->http = NULL;
+    sf_pool_free(d->pool);
+    d->pool = NULL;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"listen", required_argument, NULL, 'l'},
+        {"state-dir", required_argument, NULL, 's'},
+        {"workers", required_argument, NULL, 'w'},
+        {"max-workers", required_argument, NULL, 'm'},
+        {"admin-token-file", required_argument, NULL, 't'},
+        {"worker", required_argument, NULL, 'W'},
+        {"log-level", required_argument, NULL, 'L'},
+        {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0}};
+    options o = {.host = "127.0.0.1",
+                 .port = 8080,
+                 .state_dir = "./var",
+                 .workers = 4,
+                 .max_workers = 64,
+                 .log_level = SF_LOG_INFO};
+    daemon_state d = {0};
+    sf_pool_config pc = {0};
+    sf_api_config ac = {0};
+    char *token = NULL, *worker_path = NULL;
+    int c, r, port = 0, rc = 1;
+
+    sf_log_init("sofaasd", SF_LOG_INFO);
+    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'l':
+            if (parse_listen(optarg, &o) < 0) {
+                fprintf(stderr, "sofaasd: --listen: expected HOST:PORT, got "
+                                "'%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case 's':
+            o.state_dir = optarg;
+            break;
+        case 'w':
+            if (parse_count(optarg, 0, 1024, &o.workers) < 0) {
+                fprintf(stderr, "sofaasd: --workers: expected 0..1024\n");
+                return 2;
+            }
+            break;
+        case 'm':
+            if (parse_count(optarg, 1, 4096, &o.max_workers) < 0) {
+                fprintf(stderr, "sofaasd: --max-workers: expected 1..4096\n");
+                return 2;
+            }
+            break;
+        case 't':
+            o.token_file = optarg;
+            break;
+        case 'W':
+            o.worker_path = optarg;
+            break;
+        case 'L':
+            if (sf_log_parse_level(optarg, &o.log_level) < 0) {
+                fprintf(stderr, "sofaasd: --log-level: expected "
+                                "error|warn|info|debug\n");
+                return 2;
+            }
+            break;
+        case 'V':
+            printf("sofaasd %s (function ABI %d)\n", SOFAAS_VERSION,
+                   SOFAAS_ABI_VERSION);
+            return 0;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "sofaasd: unexpected argument '%s'\n", argv[optind]);
+        usage(stderr);
+        return 2;
+    }
+    sf_log_set_level(o.log_level);
+    signal(SIGPIPE, SIG_IGN);
+
+    if (load_token(&o, &token) < 0)
+        return 1;
+    if (token == NULL && !is_loopback(o.host)) {
+        SF_ERR("msg=\"refusing to serve the admin API on a non-loopback "
+               "address without a token\" listen=%s "
+               "hint=\"set --admin-token-file or SOFAAS_ADMIN_TOKEN\"",
+               o.host);
+        return 1;
+    }
+    worker_path = o.worker_path ? strdup(o.worker_path) : default_worker_path();
+    if (worker_path == NULL || access(worker_path, X_OK) != 0) {
+        SF_ERR("msg=\"sofaas-worker not found or not executable\" path=%s "
+               "hint=\"pass --worker PATH\"",
+               worker_path ? worker_path : "?");
+        goto out;
+    }
+
+    d.loop = uv_default_loop();
+    if (sf_registry_open(o.state_dir, &d.reg) < 0)
+        goto out;
+    pc.worker_path = worker_path;
+    pc.generic_min = o.workers;
+    pc.max_workers = o.max_workers;
+    pc.worker_log_level = o.log_level;
+    if ((r = sf_pool_new(d.loop, &pc, &d.pool)) < 0) {
+        SF_ERR("msg=\"cannot create pool\" error=%s", uv_strerror(r));
+        goto out;
+    }
+    ac.admin_token = token;
+    d.api = sf_api_new(d.reg, d.pool, &ac);
+    d.http = d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api)
+                   : NULL;
+    if (d.http == NULL)
+        goto out;
+    r = sf_http_server_listen(d.http, o.host, o.port, &port);
+    if (r < 0) {
+        SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"", o.host,
+               o.port, uv_strerror(r));
+        goto out;
+    }
+    if ((r = sf_pool_start(d.pool)) < 0) {
+        SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
+        goto out;
+    }
+    uv_signal_init(d.loop, &d.sigint);
+    uv_signal_init(d.loop, &d.sigterm);
+    d.sigint.data = d.sigterm.data = &d;
+    uv_signal_start(&d.sigint, on_signal, SIGINT);
+    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
+    SF_INFO("msg=\"listening\" addr=%s:%d state_dir=%s workers=%u "
+            "max_workers=%u admin_token=%s version=%s",
+            o.host, port, sf_registry_state_dir(d.reg), o.workers,
+            o.max_workers, token ? "set" : "none", SOFAAS_VERSION);
+    uv_run(d.loop, UV_RUN_DEFAULT);
+    rc = 0;
+
+out:
+    if (d.http != NULL) {
+        sf_http_server_close(d.http);
+        sf_pool_free(d.pool);
+        d.pool = NULL;
+    } else if (d.pool != NULL) {
+        sf_pool_free(d.pool);
+        d.pool = NULL;
+    }
+    if (d.loop != NULL) {
+        uv_walk(d.loop, on_close_walk, NULL);
+        uv_run(d.loop, UV_RUN_DEFAULT);
+        uv_loop_close(d.loop);
+    }
+    sf_api_free(d.api);
+    sf_registry_free(d.reg);
+    if (token != NULL) {
+        explicit_bzero(token, strlen(token));
+        free(token);
+    }
+    free(worker_path);
+    return rc;
+}

@@ -1,0 +1,104 @@
+/* util.c - clocks, ids and parsing helpers of the daemon (see util.h). */
+#include "util.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+uint64_t sf_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+int64_t sf_wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+void sf_uuid7(char out[37])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char b[16];
+    uint64_t ms = (uint64_t)(sf_wall_us() / 1000);
+    size_t o = 0;
+
+    if (getrandom(b + 6, 10, 0) != 10) {
+        /* getrandom on a booted system does not fail for 10 bytes; keep ids
+         * unique anyway by mixing the monotonic clock. */
+        uint64_t t = sf_mono_us();
+        memcpy(b + 6, &t, 8);
+    }
+    for (int i = 0; i < 6; i++)
+        b[i] = (unsigned char)(ms >> (40 - 8 * i));
+    b[6] = (unsigned char)(0x70 | (b[6] & 0x0f));
+    b[8] = (unsigned char)(0x80 | (b[8] & 0x3f));
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    out[o] = '\0';
+}
+
+bool sf_ct_equal(const void *a, size_t alen, const void *b, size_t blen)
+{
+    const volatile unsigned char *x = a, *y = b;
+    unsigned char d = (unsigned char)(alen != blen);
+    size_t n = alen < blen ? alen : blen;
+
+    for (size_t i = 0; i < n; i++)
+        d |= x[i] ^ y[i];
+    return d == 0;
+}
+
+void sf_rfc3339(int64_t us, char out[32])
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+int sf_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out)
+{
+    uint64_t v = 0;
+
+    if (len == 0 || len > 20)
+        return -EINVAL;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return -EINVAL;
+        if (v > (UINT64_MAX - 9) / 10)
+            return -ERANGE;
+        v = v * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (v > max)
+        return -ERANGE;
+    *out = v;
+    return 0;
+}
+
+const char *sf_query_get(const char *q, const char *key, size_t *vlen)
+{
+    size_t kl = strlen(key);
+
+    while (q != NULL && *q != '\0') {
+        const char *amp = strchr(q, '&');
+        size_t pl = amp ? (size_t)(amp - q) : strlen(q);
+        if (pl >= kl && strncmp(q, key, kl) == 0 &&
+            (pl == kl || q[kl] == '=')) {
+            const char *v = pl == kl ? q + kl : q + kl + 1;
+            *vlen = pl == kl ? 0 : pl - kl - 1;
+            return v;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return NULL;
+}

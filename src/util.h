@@ -1,0 +1,32 @@
+/*
+ * util.h - small helpers of the daemon: clocks, request ids, constant-time
+ * comparison and timestamps.
+ */
+#ifndef SF_UTIL_H
+#define SF_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in microseconds (for durations). */
+uint64_t sf_mono_us(void);
+/* Wall clock, microseconds since the Unix epoch (UTC). */
+int64_t sf_wall_us(void);
+
+/* Writes a UUIDv7 (RFC 9562) as 36 chars + NUL into out. */
+void sf_uuid7(char out[37]);
+
+/* Compares without leaking where the first difference is. */
+bool sf_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
+
+/* Formats µs since the epoch as RFC 3339 UTC ("2026-11-27T00:00:00Z"). */
+void sf_rfc3339(int64_t us, char out[32]);
+
+/* Parses a decimal uint64 with no sign or junk. Returns 0 or -EINVAL/-ERANGE. */
+int sf_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
+
+/* Finds key in a raw query string; returns its raw value or NULL. */
+const char *sf_query_get(const char *query, const char *key, size_t *vlen);
+
+#endif

@@ -1,0 +1,265 @@
+/*
+ * serve.c - the worker's life: HELLO, then LOAD (sandbox, dlopen, ABI check,
+ * sofaas_init), then one INVOKE at a time, each answered by one RESPONSE.
+ *
+ * I/O here is plain blocking read/write on the IPC fd: a worker has exactly
+ * one peer and one request in flight, so an event loop would only add code
+ * and resident memory. Every frame header is checked before its payload is
+ * read (ipc.h).
+ */
+#include "serve.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "ipc.h"
+#include "log.h"
+#include "runtime.h"
+#include "sandbox.h"
+
+typedef int (*handle_fn)(const sofaas_request *, sofaas_response *);
+typedef int (*init_fn)(void);
+
+static handle_fn fn_handle;
+static sofaas_response response;
+
+static int read_full(int fd, void *buf, size_t len)
+{
+    char *p = buf;
+    while (len > 0) {
+        ssize_t n = read(fd, p, len);
+        if (n == 0)
+            return -EPIPE;
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+static int write_iov(int fd, struct iovec *iov, int cnt)
+{
+    while (cnt > 0) {
+        ssize_t n = writev(fd, iov, cnt);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        while (cnt > 0 && (size_t)n >= iov->iov_len) {
+            n -= (ssize_t)iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + n;
+            iov->iov_len -= (size_t)n;
+        }
+    }
+    return 0;
+}
+
+static int send_buf(int fd, const void *buf, size_t len)
+{
+    struct iovec iov = {(void *)buf, len};
+    return write_iov(fd, &iov, 1);
+}
+
+static int send_loaded(int fd, int32_t status, const char *msg)
+{
+    char *out;
+    size_t len;
+    int r = sf_ipc_encode_loaded(status, msg, &out, &len);
+    if (r < 0)
+        return r;
+    r = send_buf(fd, out, len);
+    free(out);
+    return r;
+}
+
+/*
+ * Specializes this worker. On any failure the worker reports it and exits:
+ * a half-loaded process is never reused (its address space may already hold
+ * user code).
+ */
+static int do_load(int fd, const char *payload, size_t len)
+{
+    sf_load_msg m;
+    const char *path, *env;
+    sf_sandbox_policy pol;
+    char err[512];
+    void *h;
+    const unsigned int *abi;
+    init_fn init;
+
+    if (sf_ipc_decode_load(payload, len, &m, &path, &env) < 0)
+        return -EPROTO;
+    if (fn_handle != NULL) {
+        send_loaded(fd, SF_LOAD_ERR_STATE, "worker is already specialized");
+        return -EPROTO;
+    }
+    if (m.abi != SOFAAS_ABI_VERSION) {
+        send_loaded(fd, SF_LOAD_ERR_ABI, "daemon and worker ABI differ");
+        return -EPROTO;
+    }
+
+    pol = (sf_sandbox_policy){.artifact_path = path,
+                              .memory_mb = m.memory_mb,
+                              .tmp_mb = m.tmp_mb,
+                              .network = (m.flags & SF_LOAD_F_NETWORK) != 0,
+                              .env = env,
+                              .env_len = m.env_len};
+    if (sf_sandbox_load_stage(&pol, err, sizeof(err)) != 0) {
+        SF_ERR("msg=\"sandbox setup failed, refusing to load\" reason=\"%s\"",
+               err);
+        send_loaded(fd, SF_LOAD_ERR_SANDBOX, err);
+        _exit(70);
+    }
+
+    /* RTLD_NOW: fail here on unresolved symbols, not mid-request. */
+    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (h == NULL) {
+        snprintf(err, sizeof(err), "dlopen: %s", dlerror());
+        send_loaded(fd, SF_LOAD_ERR_OPEN, err);
+        return -ENOEXEC;
+    }
+    abi = dlsym(h, "sofaas_abi_version");
+    if (abi == NULL) {
+        send_loaded(fd, SF_LOAD_ERR_ABI,
+                    "no sofaas_abi_version symbol: build with sofaas.h");
+        return -ENOEXEC;
+    }
+    if (*abi != SOFAAS_ABI_VERSION) {
+        snprintf(err, sizeof(err),
+                 "function built for ABI version %u, this runtime is %d",
+                 *abi, SOFAAS_ABI_VERSION);
+        send_loaded(fd, SF_LOAD_ERR_ABI, err);
+        return -ENOEXEC;
+    }
+    fn_handle = (handle_fn)dlsym(h, "sofaas_handle");
+    if (fn_handle == NULL) {
+        send_loaded(fd, SF_LOAD_ERR_SYMBOL, "no sofaas_handle symbol");
+        return -ENOEXEC;
+    }
+    init = (init_fn)dlsym(h, "sofaas_init");
+    if (init != NULL) {
+        int r = init();
+        fflush(stdout);
+        if (r != 0) {
+            snprintf(err, sizeof(err), "sofaas_init returned %d", r);
+            send_loaded(fd, SF_LOAD_ERR_INIT, err);
+            return -ENOEXEC;
+        }
+    }
+    return send_loaded(fd, SF_LOAD_OK, "");
+}
+
+static int do_invoke(int fd, uint64_t id, const char *payload, size_t len)
+{
+    sf_invoke inv;
+    sofaas_header *hdrs = NULL;
+    sofaas_request req;
+    sf_response out;
+    char *meta = NULL;
+    size_t meta_len;
+    sf_frame_hdr *fh;
+    int rc, r;
+
+    if (fn_handle == NULL)
+        return -EPROTO;
+    if (sf_ipc_decode_invoke(payload, len, &inv, &hdrs) < 0)
+        return -EPROTO;
+    req = (sofaas_request){
+        .method = inv.method,
+        .path = inv.path,
+        .query = inv.query,
+        .headers = inv.headers,
+        .header_count = inv.header_count,
+        .body = inv.body,
+        .body_len = inv.body_len,
+        .request_id = inv.request_id,
+    };
+    sf_response_reset(&response);
+    rc = fn_handle(&req, &response);
+    fflush(stdout);
+    fflush(stderr);
+    free(hdrs);
+
+    out = (sf_response){.status = response.status,
+                        .rc = rc,
+                        .headers = response.headers,
+                        .header_count = response.header_count,
+                        .body = response.body,
+                        .body_len = response.body_len};
+    r = sf_ipc_encode_response(&out, id, &meta, &meta_len);
+    if (r < 0)
+        return r;
+    fh = (sf_frame_hdr *)meta;
+    if (response.overflow)
+        fh->flags |= SF_RESPONSE_F_OVERFLOW;
+    {
+        struct iovec iov[2] = {{meta, meta_len},
+                               {response.body, response.body_len}};
+        r = write_iov(fd, iov, response.body_len ? 2 : 1);
+    }
+    free(meta);
+    return r;
+}
+
+int sf_worker_serve(int fd)
+{
+    sf_hello_msg hello = {SOFAAS_ABI_VERSION, (uint32_t)getpid()};
+    sf_frame_hdr fh = {.len = sizeof(hello), .type = SF_FRAME_HELLO};
+    struct iovec iov[2] = {{&fh, sizeof(fh)}, {&hello, sizeof(hello)}};
+    int r;
+
+    if (write_iov(fd, iov, 2) < 0)
+        return 1;
+    for (;;) {
+        sf_frame_hdr h;
+        char *payload;
+
+        r = read_full(fd, &h, sizeof(h));
+        if (r == -EPIPE)
+            return 0; /* daemon closed the channel: retire quietly */
+        if (r < 0)
+            return 1;
+        if (sf_ipc_check_hdr(&h, false) < 0) {
+            SF_ERR("msg=\"protocol error from daemon\" type=%u len=%u",
+                   h.type, h.len);
+            return 1;
+        }
+        /* +1: room for a NUL after the body, as a courtesy to C strings. */
+        payload = malloc((size_t)h.len + 1);
+        if (payload == NULL)
+            return 1;
+        r = read_full(fd, payload, h.len);
+        if (r < 0) {
+            free(payload);
+            return r == -EPIPE ? 0 : 1;
+        }
+        payload[h.len] = '\0';
+        switch (h.type) {
+        case SF_FRAME_LOAD:
+            r = do_load(fd, payload, h.len);
+            break;
+        case SF_FRAME_INVOKE:
+            r = do_invoke(fd, h.id, payload, h.len);
+            break;
+        default:
+            r = -EPROTO;
+        }
+        free(payload);
+        if (r < 0)
+            return r == -ENOEXEC ? 2 : 1;
+    }
+}
