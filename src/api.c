@@ -184,42 +184,39 @@ typedef struct deploy {
     sf_fn_config cfg;
 } deploy;
 
-/* Reads ?timeout_ms=&memory_mb= into cfg. Returns 0 or -EINVAL (answered). */
+/*
+ * Applies the deploy's configuration onto cfg: first the optional
+ * X-Sofaas-Config header (a JSON object), then each query parameter.
+ * Returns 0, or -EINVAL after answering 400 naming the key.
+ */
 static int deploy_params(sf_http_req *req, sf_fn_config *cfg)
 {
+    const sofaas_header *h = sf_http_header(req, "X-Sofaas-Config");
     const char *q = req->query;
+    char err[256];
 
+    if (h != NULL) {
+        cJSON *j = cJSON_ParseWithLength(h->value, h->value_len);
+        int r = j ? sf_fn_config_apply_json(cfg, j, err, sizeof(err))
+                  : -EINVAL;
+        cJSON_Delete(j);
+        if (j == NULL)
+            snprintf(err, sizeof(err), "X-Sofaas-Config: not valid JSON");
+        if (r < 0) {
+            sf_http_error(req, 400, "invalid_config", "%s", err);
+            return -EINVAL;
+        }
+    }
     while (*q != '\0') {
         const char *amp = strchr(q, '&');
         size_t pl = amp ? (size_t)(amp - q) : strlen(q);
         const char *eq = memchr(q, '=', pl);
         size_t kl = eq ? (size_t)(eq - q) : pl;
-        const char *v = eq ? eq + 1 : q + pl;
-        size_t vl = eq ? pl - kl - 1 : 0;
-        uint64_t n;
 
-        if (kl == 10 && strncmp(q, "timeout_ms", kl) == 0) {
-            if (sf_parse_u64(v, vl, SF_FN_TIMEOUT_MAX, &n) < 0 || n == 0) {
-                sf_http_error(req, 400, "invalid_parameter",
-                              "timeout_ms: expected an integer in 1..%d",
-                              SF_FN_TIMEOUT_MAX);
-                return -EINVAL;
-            }
-            cfg->timeout_ms = (uint32_t)n;
-        } else if (kl == 9 && strncmp(q, "memory_mb", kl) == 0) {
-            if (sf_parse_u64(v, vl, SF_FN_MEMORY_MAX, &n) < 0 ||
-                n < SF_FN_MEMORY_MIN) {
-                sf_http_error(req, 400, "invalid_parameter",
-                              "memory_mb: expected an integer in %d..%d",
-                              SF_FN_MEMORY_MIN, SF_FN_MEMORY_MAX);
-                return -EINVAL;
-            }
-            cfg->memory_mb = (uint32_t)n;
-        } else if (pl > 0) {
-            sf_http_error(req, 400, "invalid_parameter",
-                          "unknown parameter '%.*s' (known: timeout_ms, "
-                          "memory_mb)",
-                          (int)(kl > 64 ? 64 : kl), q);
+        if (pl > 0 && sf_fn_config_apply_param(cfg, q, kl, eq ? eq + 1 : q + pl,
+                                               eq ? pl - kl - 1 : 0, err,
+                                               sizeof(err)) < 0) {
+            sf_http_error(req, 400, "invalid_parameter", "%s", err);
             return -EINVAL;
         }
         q = amp ? amp + 1 : q + pl;
@@ -315,6 +312,49 @@ static void handle_deploy(sf_api *api, sf_http_req *req)
 fail:
     free(d->path);
     free(d);
+}
+
+/*
+ * PATCH /v1/functions/{name}: a JSON object of configuration keys. Records
+ * a new version with the same artifact and the merged configuration (a
+ * version is a snapshot of code and config), so instances restart with it.
+ */
+static void handle_patch(sf_api *api, sf_http_req *req)
+{
+    const sf_function *f = named_function(api, req);
+    sf_fn_config cfg;
+    char err[256], name[64], sha[65];
+    cJSON *j;
+    int64_t size;
+    int r;
+
+    if (f == NULL)
+        return;
+    j = cJSON_ParseWithLength(req->body.data ? req->body.data : "",
+                              req->body.len);
+    if (j == NULL) {
+        sf_http_error(req, 400, "invalid_json", "body is not valid JSON");
+        return;
+    }
+    cfg = f->config;
+    r = sf_fn_config_apply_json(&cfg, j, err, sizeof(err));
+    cJSON_Delete(j);
+    if (r < 0) {
+        sf_http_error(req, 400, "invalid_config", "%s", err);
+        return;
+    }
+    snprintf(name, sizeof(name), "%s", f->name);
+    snprintf(sha, sizeof(sha), "%s", f->sha256);
+    size = f->size;
+    if (sf_registry_add_version(api->reg, name, sha, size, &cfg, &f) < 0) {
+        sf_http_error(req, 500, "internal", "could not record the version");
+        return;
+    }
+    sf_pool_retire_function(api->pool, f->name, f->version);
+    SF_INFO("msg=\"function configured\" function=%s version=%lld "
+            "request_id=%s",
+            f->name, (long long)f->version, req->request_id);
+    respond_json(req, 200, function_json(f));
 }
 
 /* ---- invocation --------------------------------------------------------- */
@@ -429,6 +469,9 @@ static void on_request(void *ctx, sf_http_req *req)
         return;
     case SF_ROUTE_FN_DEPLOY:
         handle_deploy(api, req);
+        return;
+    case SF_ROUTE_FN_PATCH:
+        handle_patch(api, req);
         return;
     case SF_ROUTE_INVOKE:
         handle_invoke(api, req);

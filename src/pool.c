@@ -464,15 +464,16 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
     sf_load_msg m = {.abi = SOFAAS_ABI_VERSION,
                      .memory_mb = cfg->memory_mb,
                      .timeout_ms = cfg->timeout_ms,
-                     .tmp_mb = 64};
+                     .flags = cfg->network ? SF_LOAD_F_NETWORK : 0,
+                     .tmp_mb = cfg->tmp_mb};
     char *out;
     size_t len;
-    int r = sf_ipc_encode_load(&m, path, "", 0, &out, &len);
+    int r = sf_ipc_encode_load(&m, path, cfg->env, cfg->env_len, &out, &len);
 
     if (r < 0)
         return r;
     w->load_start_us = sf_mono_us();
-    uv_timer_start(&w->timer, on_timer, w->pool->cfg.init_timeout_ms, 0);
+    uv_timer_start(&w->timer, on_timer, cfg->init_timeout_ms, 0);
     return send_frame(w, out, len, NULL, 0);
 }
 
@@ -836,8 +837,6 @@ int sf_pool_new(uv_loop_t *loop, const sf_pool_config *cfg, sf_pool **out)
     }
     if (p->cfg.max_workers < p->cfg.generic_min + 1)
         p->cfg.max_workers = p->cfg.generic_min + 1;
-    if (p->cfg.init_timeout_ms == 0)
-        p->cfg.init_timeout_ms = 10000;
     *out = p;
     return 0;
 }

@@ -25,7 +25,6 @@ typedef struct sf_pool_config {
     const char *worker_path;   /* sofaas-worker executable (copied) */
     unsigned generic_min;      /* generic workers kept ready (--workers) */
     unsigned max_workers;      /* all workers together */
-    unsigned init_timeout_ms;  /* dlopen + sofaas_init deadline */
     enum sf_log_level worker_log_level;
 } sf_pool_config;
 

@@ -16,17 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Per-version configuration (stored as JSON in versions.config). */
-typedef struct sf_fn_config {
-    uint32_t timeout_ms; /* default 3000, 1..900000 */
-    uint32_t memory_mb;  /* default 128, 16..10240 */
-} sf_fn_config;
-
-#define SF_FN_TIMEOUT_DEFAULT 3000
-#define SF_FN_TIMEOUT_MAX 900000
-#define SF_FN_MEMORY_DEFAULT 128
-#define SF_FN_MEMORY_MIN 16
-#define SF_FN_MEMORY_MAX 10240
+#include "fnconfig.h"
 
 /* The latest version of a live function. Owned by the registry. */
 typedef struct sf_function {
@@ -40,17 +30,6 @@ typedef struct sf_function {
 } sf_function;
 
 typedef struct sf_registry sf_registry;
-
-void sf_fn_config_defaults(sf_fn_config *c);
-/* Caller owns the returned object. */
-cJSON *sf_fn_config_to_json(const sf_fn_config *c);
-/*
- * Applies the keys present in j onto c (others keep their value). An unknown
- * key or a wrong type/range fails with the key named in err.
- * Returns 0 or -EINVAL.
- */
-int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
-                            size_t errlen);
 
 /*
  * Opens (creating) state_dir, its artifacts/ folder and sofaas.db, runs the

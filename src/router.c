@@ -15,6 +15,7 @@ static const sf_route_def routes[] = {
     {"PUT", "/v1/functions/{name}", SF_ROUTE_FN_DEPLOY},
     {"GET", "/v1/functions/{name}", SF_ROUTE_FN_GET},
     {"DELETE", "/v1/functions/{name}", SF_ROUTE_FN_DELETE},
+    {"PATCH", "/v1/functions/{name}", SF_ROUTE_FN_PATCH},
     {"*", "/fn/{name}{path...}", SF_ROUTE_INVOKE},
 };
 

@@ -19,6 +19,7 @@ typedef enum sf_route_id {
     SF_ROUTE_FN_DEPLOY,
     SF_ROUTE_FN_GET,
     SF_ROUTE_FN_DELETE,
+    SF_ROUTE_FN_PATCH,
     SF_ROUTE_INVOKE,
 } sf_route_id;
 
