@@ -671,7 +671,7 @@ static int spawn_worker(sf_pool *p, validation *val)
     uv_stdio_container_t stdio[4];
     char *args[2];
     char lvl[32];
-    char *env[2];
+    char *env[3];
     static const char *const lvls[] = {"error", "warn", "info", "debug"};
     int r;
 
@@ -695,6 +695,14 @@ static int spawn_worker(sf_pool *p, validation *val)
              lvls[p->cfg.worker_log_level]);
     env[0] = lvl;
     env[1] = NULL;
+#if defined(__SANITIZE_ADDRESS__)
+    /* Sanitizer builds only: let faults in user code kill the worker with
+     * the real signal (the daemon reports it) instead of ASan turning them
+     * into exit(1), and skip leak checks of processes we SIGKILL anyway. */
+    env[1] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+             "handle_abort=0:detect_leaks=0";
+    env[2] = NULL;
+#endif
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
     stdio[1].data.fd = 2;

@@ -29,6 +29,9 @@ def testfn(name):
     return os.path.join(BUILD, "tests", "functions", name + ".so")
 
 
+testfn.__test__ = False  # a helper, not a test, for pytest's collector
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -45,7 +48,7 @@ class Daemon:
         self.token = token
         self.port = None
         self.proc = None
-        self.log_path = os.path.join(self.state_dir, "..",
+        self.log_path = os.path.join(os.path.dirname(self.state_dir),
                                      os.path.basename(self.state_dir) + ".log")
 
     def start(self, wait=True):
