@@ -23,6 +23,9 @@ if(LLHTTP_FOUND AND NOT TARGET LLHTTP::llhttp)
     ${LLHTTP_SOURCE_DIR}/api.c
     ${LLHTTP_SOURCE_DIR}/http.c)
   target_include_directories(sf_llhttp SYSTEM PUBLIC ${LLHTTP_INCLUDE_DIR})
+  # Strict mode: refuse what lenient parsers tolerate (bare LF, junk in
+  # header names, ...). Request bytes are hostile; ambiguity is smuggling.
+  target_compile_definitions(sf_llhttp PUBLIC LLHTTP_STRICT_MODE=1)
   set_target_properties(sf_llhttp PROPERTIES POSITION_INDEPENDENT_CODE ON)
   # Generated code: not ours to warn about.
   target_compile_options(sf_llhttp PRIVATE -w)

@@ -36,11 +36,24 @@ struct sf_http_server {
     sf_http_handlers h;
     void *ctx;
     sf_http_conn *conns; /* doubly linked list of live connections */
+    unsigned nconns;
+    sf_http_limits limits;
     bool closing;
 };
 
+/* What the connection's one timer is measuring. */
+typedef enum conn_phase {
+    PHASE_IDLE,    /* between requests: keepalive_timeout closes quietly */
+    PHASE_HEADERS, /* a request has begun: header_timeout answers 408 */
+    PHASE_BODY,    /* headers done, body arriving: body_timeout answers 408 */
+    PHASE_ACTIVE,  /* dispatched: the function's own deadline governs */
+} conn_phase;
+
 struct sf_http_conn {
     uv_tcp_t tcp;
+    uv_timer_t timer;
+    int open_handles;
+    conn_phase phase;
     sf_http_server *srv;
     sf_http_conn *prev, *next;
     llhttp_t parser;
@@ -69,6 +82,9 @@ typedef struct write_req {
 static llhttp_settings_t settings;
 
 static void conn_close(sf_http_conn *c);
+static void set_phase(sf_http_conn *c, conn_phase ph);
+static void refuse_and_close(sf_http_conn *c, int status, const char *code,
+                             const char *msg);
 static void process(sf_http_conn *c);
 static void start_reading(sf_http_conn *c);
 static int conn_write(sf_http_conn *c, char *data, size_t len);
@@ -134,6 +150,7 @@ static int on_message_begin(llhttp_t *p)
     c->cur->start_us = sf_mono_us();
     c->header_bytes = 0;
     c->header_count = 0;
+    set_phase(c, PHASE_HEADERS);
     return 0;
 }
 
@@ -294,6 +311,7 @@ static int on_headers_complete(llhttp_t *p)
                 return refuse(c, 503, "overloaded", "out of memory");
         }
     }
+    set_phase(c, PHASE_BODY);
     return 0;
 }
 
@@ -497,6 +515,8 @@ void sf_http_respond(sf_http_req *req, int status, const sofaas_header *hdrs,
                    hdrs, nhdrs, body, body_len);
     c->active = NULL;
     req_free(req);
+    if (!c->closing)
+        set_phase(c, c->cur != NULL ? PHASE_HEADERS : PHASE_IDLE);
     if (!c->closing && !c->in_process)
         process(c);
 }
@@ -550,6 +570,7 @@ static void process(sf_http_conn *c)
             c->cur = NULL;
             c->active = r;
             r->conn = c;
+            set_phase(c, PHASE_ACTIVE);
             c->srv->h.on_request(c->srv->ctx, r);
             continue;
         }
@@ -631,6 +652,8 @@ static void on_conn_closed(uv_handle_t *h)
 {
     sf_http_conn *c = h->data;
 
+    if (--c->open_handles > 0)
+        return;
     req_free(c->cur);
     sf_buf_free(&c->in);
     free(c);
@@ -653,7 +676,62 @@ static void conn_close(sf_http_conn *c)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    s->nconns--;
+    uv_timer_stop(&c->timer);
+    uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_conn_timer(uv_timer_t *t)
+{
+    sf_http_conn *c = t->data;
+
+    switch (c->phase) {
+    case PHASE_IDLE:
+        SF_DEBUG("msg=\"closing idle keep-alive connection\"");
+        conn_close(c);
+        break;
+    case PHASE_HEADERS:
+        refuse_and_close(c, 408, "request_timeout",
+                         "request headers not received in time");
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+        break;
+    case PHASE_BODY:
+        refuse_and_close(c, 408, "request_timeout",
+                         "request body not received in time");
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
+        break;
+    case PHASE_ACTIVE:
+        break;
+    }
+}
+
+/* Moves the connection to a phase and (re)arms its timer for it. */
+static void set_phase(sf_http_conn *c, conn_phase ph)
+{
+    const sf_http_limits *l = &c->srv->limits;
+    unsigned ms = 0;
+
+    if (c->phase == ph && ph != PHASE_IDLE)
+        return; /* deadlines run from the start of a phase */
+    c->phase = ph;
+    switch (ph) {
+    case PHASE_IDLE:
+        ms = l->keepalive_timeout_ms;
+        break;
+    case PHASE_HEADERS:
+        ms = l->header_timeout_ms;
+        break;
+    case PHASE_BODY:
+        ms = l->body_timeout_ms;
+        break;
+    case PHASE_ACTIVE:
+        uv_timer_stop(&c->timer);
+        return;
+    }
+    uv_timer_start(&c->timer, on_conn_timer, ms, 0);
 }
 
 static void on_connection(uv_stream_t *ls, int status)
@@ -670,8 +748,12 @@ static void on_connection(uv_stream_t *ls, int status)
         return;
     c->srv = s;
     uv_tcp_init(s->loop, &c->tcp);
+    uv_timer_init(s->loop, &c->timer);
     c->tcp.data = c;
+    c->timer.data = c;
+    c->open_handles = 2;
     if (uv_accept(ls, (uv_stream_t *)&c->tcp) < 0) {
+        uv_close((uv_handle_t *)&c->timer, on_conn_closed);
         uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
         return;
     }
@@ -682,6 +764,21 @@ static void on_connection(uv_stream_t *ls, int status)
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
+    s->nconns++;
+    if (s->nconns > s->limits.max_connections) {
+        /* Refuse cleanly: a reason the client can read, then close. */
+        SF_WARN("msg=\"connection limit reached, refusing\" "
+                "max_connections=%u hint=\"raise http.max_connections or "
+                "add capacity\"",
+                s->limits.max_connections);
+        refuse_and_close(c, 503, "overloaded",
+                         "too many connections; retry later");
+        return;
+    }
+    /* A new connection must produce a request line within the header
+     * timeout, or it is a slowloris. */
+    c->phase = PHASE_IDLE;
+    set_phase(c, PHASE_HEADERS);
     start_reading(c);
 }
 
@@ -706,7 +803,24 @@ sf_http_server *sf_http_server_new(uv_loop_t *loop, const sf_http_handlers *h,
     s->loop = loop;
     s->h = *h;
     s->ctx = ctx;
+    sf_http_server_set_limits(s, &(sf_http_limits){0});
     return s;
+}
+
+void sf_http_server_set_limits(sf_http_server *s, const sf_http_limits *l)
+{
+    s->limits.header_timeout_ms =
+        l->header_timeout_ms ? l->header_timeout_ms : 10000;
+    s->limits.body_timeout_ms = l->body_timeout_ms ? l->body_timeout_ms : 30000;
+    s->limits.keepalive_timeout_ms =
+        l->keepalive_timeout_ms ? l->keepalive_timeout_ms : 15000;
+    s->limits.max_connections =
+        l->max_connections ? l->max_connections : 10000;
+}
+
+unsigned sf_http_server_connections(const sf_http_server *s)
+{
+    return s->nconns;
 }
 
 int sf_http_server_listen(sf_http_server *s, const char *host, int port,

@@ -26,6 +26,14 @@
 #define SF_HTTP_MAX_HEADERS 100              /* header count: 431 */
 #define SF_HTTP_MAX_URL (8u << 10)           /* request target: 414 */
 
+/* Connection-level limits (docs/api.md). Zero fields take the default. */
+typedef struct sf_http_limits {
+    unsigned header_timeout_ms;    /* request line + headers: 408 (10000) */
+    unsigned body_timeout_ms;      /* whole body after headers: 408 (30000) */
+    unsigned keepalive_timeout_ms; /* idle between requests: close (15000) */
+    unsigned max_connections;      /* beyond: 503 then close (10000) */
+} sf_http_limits;
+
 typedef struct sf_http_server sf_http_server;
 typedef struct sf_http_conn sf_http_conn;
 
@@ -76,6 +84,12 @@ typedef struct sf_http_handlers {
 /* Creates a server on loop. Returns NULL on allocation failure. */
 sf_http_server *sf_http_server_new(uv_loop_t *loop,
                                    const sf_http_handlers *h, void *ctx);
+/* Sets the limits (copied); applies to new timers from now on. */
+void sf_http_server_set_limits(sf_http_server *s, const sf_http_limits *l);
+
+/* Live connection count (for metrics and tests). */
+unsigned sf_http_server_connections(const sf_http_server *s);
+
 /*
  * Binds and listens on host:port (port 0 picks one). *bound_port receives
  * the port actually bound. Returns 0 or a negative libuv error.

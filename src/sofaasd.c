@@ -31,6 +31,7 @@ typedef struct options {
     const char *token_file;
     const char *worker_path;
     enum sf_log_level log_level;
+    sf_http_limits http;
 } options;
 
 typedef struct daemon_state {
@@ -55,6 +56,12 @@ static void usage(FILE *f)
             "  --worker PATH            sofaas-worker executable (next to "
             "sofaasd)\n"
             "  --log-level LEVEL        error|warn|info|debug (info)\n"
+            "  --http-header-timeout-ms N     408 if headers take longer "
+            "(10000)\n"
+            "  --http-body-timeout-ms N       408 if the body takes longer "
+            "(30000)\n"
+            "  --http-keepalive-timeout-ms N  idle keep-alive close (15000)\n"
+            "  --http-max-connections N       beyond: 503 and close (10000)\n"
             "  --version, --help\n");
 }
 
@@ -188,6 +195,10 @@ int main(int argc, char **argv)
         {"admin-token-file", required_argument, NULL, 't'},
         {"worker", required_argument, NULL, 'W'},
         {"log-level", required_argument, NULL, 'L'},
+        {"http-header-timeout-ms", required_argument, NULL, 1001},
+        {"http-body-timeout-ms", required_argument, NULL, 1002},
+        {"http-keepalive-timeout-ms", required_argument, NULL, 1003},
+        {"http-max-connections", required_argument, NULL, 1004},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -241,6 +252,21 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case 1001:
+        case 1002:
+        case 1003:
+        case 1004: {
+            unsigned *dst = c == 1001   ? &o.http.header_timeout_ms
+                            : c == 1002 ? &o.http.body_timeout_ms
+                            : c == 1003 ? &o.http.keepalive_timeout_ms
+                                        : &o.http.max_connections;
+            if (parse_count(optarg, 1, 100000000, dst) < 0) {
+                fprintf(stderr, "sofaasd: %s: expected a positive integer\n",
+                        longopts[c - 1001 + 7].name);
+                return 2;
+            }
+            break;
+        }
         case 'V':
             printf("sofaasd %s (function ABI %d)\n", SOFAAS_VERSION,
                    SOFAAS_ABI_VERSION);
@@ -295,6 +321,7 @@ int main(int argc, char **argv)
                    : NULL;
     if (d.http == NULL)
         goto out;
+    sf_http_server_set_limits(d.http, &o.http);
     r = sf_http_server_listen(d.http, o.host, o.port, &port);
     if (r < 0) {
         SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"", o.host,
