@@ -38,6 +38,7 @@ static const struct {
     [SF_INV_INVALID_RESPONSE] = {502, "invalid_response"},
     [SF_INV_SANDBOX] = {500, "sandbox_violation"},
     [SF_INV_UNAVAILABLE] = {503, "function_unavailable"},
+    [SF_INV_OOM] = {502, "out_of_memory"},
 };
 
 #define SF_API_SMALL_BODY_MAX (64u << 10)

@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "util.h"
@@ -93,6 +95,8 @@ struct worker {
     uint64_t served;
     uint64_t last_used_us;
     kill_reason kill;
+    int pidfd;        /* signals go through it: a recycled pid is never hit */
+    bool oom;         /* the memory cgroup OOM-killed it */
     int violation_nr; /* -1 when none */
     worker *prev, *next;
 };
@@ -276,6 +280,9 @@ static const char *death_detail(worker *w, int64_t status, int sig, char *buf,
 {
     if (w->kill == KILL_TIMEOUT)
         snprintf(buf, len, "killed at the deadline");
+    else if (w->oom)
+        snprintf(buf, len, "instance exceeded its memory limit (memory_mb=%u)",
+                 w->fn ? w->fn->cfg.memory_mb : 0);
     else if (w->violation_nr >= 0)
         snprintf(buf, len, "sandbox refused syscall %d", w->violation_nr);
     else if (sig != 0)
@@ -334,6 +341,12 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 
     w->exited = true;
     uv_timer_stop(&w->timer);
+    if (w->pidfd >= 0) {
+        close(w->pidfd);
+        w->pidfd = -1;
+    }
+    w->oom = sf_cgroup_oom_killed(p->cfg.cgroup, w->id);
+    sf_cgroup_remove(p->cfg.cgroup, w->id);
     death_detail(w, status, sig, detail, sizeof(detail));
     if (w->kill != KILL_RETIRE && !p->stopping)
         SF_WARN("msg=\"worker died\" instance=%llu pid=%d state=%s "
@@ -356,6 +369,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
         w->cur = NULL;
         if (w->kill == KILL_TIMEOUT)
             st = SF_INV_TIMEOUT;
+        else if (w->oom)
+            st = SF_INV_OOM;
         else if (w->kill == KILL_PROTO)
             st = SF_INV_INVALID_RESPONSE;
         else if (w->violation_nr >= 0)
@@ -379,6 +394,11 @@ static void worker_kill(worker *w, kill_reason why)
         return;
     if (w->kill == KILL_NONE)
         w->kill = why;
+    /* Through the pidfd when we have one: it names this process, not
+     * whatever reuses its pid. */
+    if (w->pidfd >= 0 &&
+        syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0) == 0)
+        return;
     uv_process_kill(&w->proc, SIGKILL);
 }
 
@@ -472,6 +492,7 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
 
     if (r < 0)
         return r;
+    sf_cgroup_set_memory(w->pool->cfg.cgroup, w->id, cfg->memory_mb);
     w->load_start_us = sf_mono_us();
     uv_timer_start(&w->timer, on_timer, cfg->init_timeout_ms, 0);
     return send_frame(w, out, len, NULL, 0);
@@ -685,6 +706,7 @@ static int spawn_worker(sf_pool *p, validation *val)
     w->pool = p;
     w->id = ++p->next_worker_id;
     w->violation_nr = -1;
+    w->pidfd = -1;
     w->val = val;
     w->state = W_SPAWNING;
 
@@ -738,6 +760,8 @@ static int spawn_worker(sf_pool *p, validation *val)
         return r;
     }
     w->open_handles = 3;
+    w->pidfd = (int)syscall(SYS_pidfd_open, w->proc.pid, 0);
+    sf_cgroup_add(p->cfg.cgroup, w->id, w->proc.pid);
     p->n_state[W_SPAWNING]++;
     p->total++;
     w->next = p->workers;

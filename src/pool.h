@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "cgroup.h"
 #include "ipc.h"
 #include "log.h"
 #include "registry.h"
@@ -26,6 +27,7 @@ typedef struct sf_pool_config {
     unsigned generic_min;      /* generic workers kept ready (--workers) */
     unsigned max_workers;      /* all workers together */
     enum sf_log_level worker_log_level;
+    sf_cgroup *cgroup;         /* borrowed; memory limits + OOM detection */
 } sf_pool_config;
 
 /* A function version to run. The pool copies what it keeps. */
@@ -44,6 +46,7 @@ enum sf_invoke_status {
     SF_INV_INVALID_RESPONSE, /* over the cap or a malformed frame */
     SF_INV_SANDBOX,          /* the sandbox refused a syscall */
     SF_INV_UNAVAILABLE,      /* could not spawn, or shutting down */
+    SF_INV_OOM,              /* the instance ran out of memory_mb */
 };
 
 typedef struct sf_invoke_result {

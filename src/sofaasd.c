@@ -41,6 +41,7 @@ typedef struct daemon_state {
     sf_pool *pool;
     sf_api *api;
     sf_registry *reg;
+    sf_cgroup *cgroup;
 } daemon_state;
 
 static void usage(FILE *f)
@@ -307,6 +308,9 @@ int main(int argc, char **argv)
     d.loop = uv_default_loop();
     if (sf_registry_open(o.state_dir, &d.reg) < 0)
         goto out;
+    if (sf_cgroup_open(&d.cgroup) < 0)
+        goto out;
+    pc.cgroup = d.cgroup;
     pc.worker_path = worker_path;
     pc.generic_min = o.workers;
     pc.max_workers = o.max_workers;
@@ -360,6 +364,7 @@ out:
     }
     sf_api_free(d.api);
     sf_registry_free(d.reg);
+    sf_cgroup_free(d.cgroup);
     if (token != NULL) {
         explicit_bzero(token, strlen(token));
         free(token);
