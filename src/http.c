@@ -32,12 +32,15 @@
 struct sf_http_server {
     uv_loop_t *loop;
     uv_tcp_t listener;
-    bool listening;
+    bool listening;        /* the listener handle is open */
+    bool listener_closing; /* uv_close called, callback pending */
+    bool free_pending;     /* free s once the listener has closed */
     sf_http_handlers h;
     void *ctx;
     sf_http_conn *conns; /* doubly linked list of live connections */
     unsigned nconns;
     sf_http_limits limits;
+    bool draining;
     bool closing;
 };
 
@@ -511,7 +514,9 @@ void sf_http_respond(sf_http_req *req, int status, const sofaas_header *hdrs,
         return;
     }
     write_response(c, status, req->request_id,
-                   !req->keep_alive || c->eof || c->srv->closing, req->is_head,
+                   !req->keep_alive || c->eof || c->srv->closing ||
+                       c->srv->draining,
+                   req->is_head,
                    hdrs, nhdrs, body, body_len);
     c->active = NULL;
     req_free(req);
@@ -553,6 +558,13 @@ void sf_http_error(sf_http_req *req, int status, const char *code,
 
 static void process(sf_http_conn *c)
 {
+    if (c->srv->draining && c->active == NULL) {
+        if (c->writes_pending == 0)
+            conn_close(c);
+        else
+            c->close_after_write = true;
+        return;
+    }
     c->in_process = true;
     while (!c->closing && c->active == NULL && c->in.len > 0) {
         const char *data = c->in.data;
@@ -853,7 +865,35 @@ int sf_http_server_listen(sf_http_server *s, const char *host, int port,
 
 static void on_listener_closed(uv_handle_t *h)
 {
-    free(h->data);
+    sf_http_server *s = h->data;
+
+    s->listener_closing = false;
+    if (s->free_pending)
+        free(s);
+}
+
+static void close_listener(sf_http_server *s)
+{
+    if (!s->listening)
+        return;
+    s->listening = false;
+    s->listener_closing = true;
+    uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+}
+
+void sf_http_server_drain(sf_http_server *s)
+{
+    if (s == NULL || s->draining)
+        return;
+    s->draining = true;
+    close_listener(s);
+    for (sf_http_conn *c = s->conns, *next; c != NULL; c = next) {
+        next = c->next;
+        if (c->active == NULL && c->writes_pending == 0)
+            conn_close(c);
+        else if (c->active == NULL)
+            c->close_after_write = true;
+    }
 }
 
 void sf_http_server_close(sf_http_server *s)
@@ -863,8 +903,9 @@ void sf_http_server_close(sf_http_server *s)
     s->closing = true;
     while (s->conns != NULL)
         conn_close(s->conns);
-    if (s->listening)
-        uv_close((uv_handle_t *)&s->listener, on_listener_closed);
+    close_listener(s);
+    if (s->listener_closing)
+        s->free_pending = true; /* on_listener_closed frees */
     else
         free(s);
 }

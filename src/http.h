@@ -96,6 +96,14 @@ unsigned sf_http_server_connections(const sf_http_server *s);
  */
 int sf_http_server_listen(sf_http_server *s, const char *host, int port,
                           int *bound_port);
+/*
+ * Graceful stop, first half: closes the listener, closes idle connections,
+ * and lets requests in flight finish (their responses carry
+ * "Connection: close"). Pipelined requests not yet started are dropped.
+ * Poll sf_http_server_connections() until it reaches 0, then close.
+ */
+void sf_http_server_drain(sf_http_server *s);
+
 /* Stops accepting and closes all connections; frees on the loop. NULL-safe. */
 void sf_http_server_close(sf_http_server *s);
 

@@ -32,11 +32,16 @@ typedef struct options {
     const char *worker_path;
     enum sf_log_level log_level;
     sf_http_limits http;
+    unsigned drain_timeout_ms;
 } options;
 
 typedef struct daemon_state {
     uv_loop_t *loop;
     uv_signal_t sigint, sigterm;
+    uv_timer_t drain_timer;
+    uint64_t drain_deadline_ms;
+    bool draining;
+    unsigned drain_timeout;
     sf_http_server *http;
     sf_pool *pool;
     sf_api *api;
@@ -63,6 +68,8 @@ static void usage(FILE *f)
             "(30000)\n"
             "  --http-keepalive-timeout-ms N  idle keep-alive close (15000)\n"
             "  --http-max-connections N       beyond: 503 and close (10000)\n"
+            "  --shutdown-drain-timeout-ms N  SIGTERM: let in-flight calls "
+            "finish (30000)\n"
             "  --version, --help\n");
 }
 
@@ -170,20 +177,52 @@ static void on_close_walk(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+/* Last step of shutdown: connections are done (or out of time). */
+static void finish_shutdown(daemon_state *d)
 {
-    daemon_state *d = s->data;
-
-    SF_INFO("msg=\"shutting down\" signal=%s", signum == SIGINT ? "SIGINT"
-                                                                : "SIGTERM");
-    uv_signal_stop(&d->sigint);
-    uv_signal_stop(&d->sigterm);
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    uv_timer_stop(&d->drain_timer);
+    uv_close((uv_handle_t *)&d->drain_timer, NULL);
     sf_http_server_close(d->http);
     d->http = NULL;
     sf_pool_free(d->pool);
     d->pool = NULL;
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+    daemon_state *d = t->data;
+    unsigned left = sf_http_server_connections(d->http);
+
+    if (left == 0) {
+        SF_INFO("msg=\"drained, stopping workers\"");
+        finish_shutdown(d);
+    } else if (uv_now(d->loop) >= d->drain_deadline_ms) {
+        SF_WARN("msg=\"drain timeout, closing remaining connections\" "
+                "connections=%u hint=\"raise --shutdown-drain-timeout-ms\"",
+                left);
+        finish_shutdown(d);
+    }
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    daemon_state *d = s->data;
+
+    if (d->draining)
+        return;
+    d->draining = true;
+    SF_INFO("msg=\"shutting down: no new connections, finishing in-flight "
+            "requests\" signal=%s drain_timeout_ms=%u",
+            signum == SIGINT ? "SIGINT" : "SIGTERM", d->drain_timeout);
+    uv_signal_stop(&d->sigint);
+    uv_signal_stop(&d->sigterm);
+    uv_close((uv_handle_t *)&d->sigint, NULL);
+    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    sf_http_server_drain(d->http);
+    d->drain_deadline_ms = uv_now(d->loop) + d->drain_timeout;
+    uv_timer_init(d->loop, &d->drain_timer);
+    d->drain_timer.data = d;
+    uv_timer_start(&d->drain_timer, on_drain_tick, 0, 20);
 }
 
 int main(int argc, char **argv)
@@ -200,6 +239,7 @@ int main(int argc, char **argv)
         {"http-body-timeout-ms", required_argument, NULL, 1002},
         {"http-keepalive-timeout-ms", required_argument, NULL, 1003},
         {"http-max-connections", required_argument, NULL, 1004},
+        {"shutdown-drain-timeout-ms", required_argument, NULL, 1005},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -208,7 +248,8 @@ int main(int argc, char **argv)
                  .state_dir = "./var",
                  .workers = 4,
                  .max_workers = 64,
-                 .log_level = SF_LOG_INFO};
+                 .log_level = SF_LOG_INFO,
+                 .drain_timeout_ms = 30000};
     daemon_state d = {0};
     sf_pool_config pc = {0};
     sf_api_config ac = {0};
@@ -256,11 +297,13 @@ int main(int argc, char **argv)
         case 1001:
         case 1002:
         case 1003:
-        case 1004: {
+        case 1004:
+        case 1005: {
             unsigned *dst = c == 1001   ? &o.http.header_timeout_ms
                             : c == 1002 ? &o.http.body_timeout_ms
                             : c == 1003 ? &o.http.keepalive_timeout_ms
-                                        : &o.http.max_connections;
+                            : c == 1004 ? &o.http.max_connections
+                                        : &o.drain_timeout_ms;
             if (parse_count(optarg, 1, 100000000, dst) < 0) {
                 fprintf(stderr, "sofaasd: %s: expected a positive integer\n",
                         longopts[c - 1001 + 7].name);
@@ -336,6 +379,7 @@ int main(int argc, char **argv)
         SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
         goto out;
     }
+    d.drain_timeout = o.drain_timeout_ms;
     uv_signal_init(d.loop, &d.sigint);
     uv_signal_init(d.loop, &d.sigterm);
     d.sigint.data = d.sigterm.data = &d;
