@@ -43,6 +43,9 @@ static const struct {
 
 #define SF_API_SMALL_BODY_MAX (64u << 10)
 
+static int deploy_begin(sf_api *api, sf_http_req *req, const char **code,
+                        const char **msg);
+
 /* ---- headers stage ------------------------------------------------------ */
 
 static bool authorized(sf_api *api, const sf_http_req *req)
@@ -73,7 +76,7 @@ static int on_headers(void *ctx, sf_http_req *req, const char **code,
     switch (req->route.id) {
     case SF_ROUTE_FN_DEPLOY:
         req->body_limit = api->deploy_body_max;
-        break;
+        return deploy_begin(api, req, code, msg);
     case SF_ROUTE_INVOKE:
         req->body_limit = api->invoke_body_max;
         break;
@@ -175,6 +178,10 @@ static void handle_delete(sf_api *api, sf_http_req *req)
     sf_http_respond(req, 204, NULL, 0, NULL, 0);
 }
 
+/*
+ * A deploy in progress. Lives exactly as long as its request (freed by the
+ * request's on_free hook), so an abandoned upload never leaves a temp file.
+ */
 typedef struct deploy {
     sf_api *api;
     sf_http_req *req;
@@ -183,30 +190,41 @@ typedef struct deploy {
     char *path;
     int64_t size;
     sf_fn_config cfg;
+    sf_upload *upload;
+    char err[256];
 } deploy;
+
+static void deploy_free(sf_http_req *req)
+{
+    deploy *d = req->user;
+
+    if (d == NULL)
+        return;
+    sf_upload_abort(d->upload);
+    free(d->path);
+    free(d);
+    req->user = NULL;
+}
 
 /*
  * Applies the deploy's configuration onto cfg: first the optional
  * X-Sofaas-Config header (a JSON object), then each query parameter.
- * Returns 0, or -EINVAL after answering 400 naming the key.
+ * Returns 0, or -EINVAL with the reason (naming the key) in err.
  */
-static int deploy_params(sf_http_req *req, sf_fn_config *cfg)
+static int deploy_params(sf_http_req *req, sf_fn_config *cfg, char *err,
+                         size_t errlen)
 {
     const sofaas_header *h = sf_http_header(req, "X-Sofaas-Config");
     const char *q = req->query;
-    char err[256];
 
     if (h != NULL) {
         cJSON *j = cJSON_ParseWithLength(h->value, h->value_len);
-        int r = j ? sf_fn_config_apply_json(cfg, j, err, sizeof(err))
-                  : -EINVAL;
+        int r = j ? sf_fn_config_apply_json(cfg, j, err, errlen) : -EINVAL;
         cJSON_Delete(j);
         if (j == NULL)
-            snprintf(err, sizeof(err), "X-Sofaas-Config: not valid JSON");
-        if (r < 0) {
-            sf_http_error(req, 400, "invalid_config", "%s", err);
+            snprintf(err, errlen, "X-Sofaas-Config: not valid JSON");
+        if (r < 0)
             return -EINVAL;
-        }
     }
     while (*q != '\0') {
         const char *amp = strchr(q, '&');
@@ -216,12 +234,84 @@ static int deploy_params(sf_http_req *req, sf_fn_config *cfg)
 
         if (pl > 0 && sf_fn_config_apply_param(cfg, q, kl, eq ? eq + 1 : q + pl,
                                                eq ? pl - kl - 1 : 0, err,
-                                               sizeof(err)) < 0) {
-            sf_http_error(req, 400, "invalid_parameter", "%s", err);
+                                               errlen) < 0)
             return -EINVAL;
-        }
         q = amp ? amp + 1 : q + pl;
     }
+    return 0;
+}
+
+static int deploy_sink(sf_http_req *req, const char *data, size_t len,
+                       const char **code, const char **msg)
+{
+    deploy *d = req->user;
+    int r = sf_upload_write(d->upload, data, len);
+
+    if (r == 0)
+        return 0;
+    if (r == -ENOSPC || r == -EDQUOT) {
+        *code = "insufficient_storage";
+        *msg = "no space left to store the artifact";
+        SF_WARN("msg=\"deploy refused: disk full\" function=%s "
+                "request_id=%s hint=\"free space in the state dir\"",
+                d->name, req->request_id);
+        return 507;
+    }
+    *code = "internal";
+    *msg = "could not write the artifact";
+    return 500;
+}
+
+/*
+ * Headers stage of a deploy: everything that can be refused before the
+ * body is read (name, configuration), then a temp file the body streams to.
+ */
+static int deploy_begin(sf_api *api, sf_http_req *req, const char **code,
+                        const char **msg)
+{
+    const sf_route *rt = &req->route;
+    const sf_function *cur;
+    deploy *d;
+    int r;
+
+    if (!rt->name_valid) {
+        *code = "invalid_name";
+        *msg = "function names must match ^[a-z0-9][a-z0-9-]{0,62}$";
+        return 400;
+    }
+    d = calloc(1, sizeof(*d));
+    if (d == NULL) {
+        *code = "overloaded";
+        *msg = "out of memory";
+        return 503;
+    }
+    d->api = api;
+    d->req = req;
+    req->user = d;
+    req->on_free = deploy_free;
+    snprintf(d->name, sizeof(d->name), "%.*s", (int)rt->name_len, rt->name);
+    /* A redeploy keeps the current config unless told otherwise. */
+    cur = sf_registry_get(api->reg, d->name, strlen(d->name));
+    if (cur != NULL)
+        d->cfg = cur->config;
+    else
+        sf_fn_config_defaults(&d->cfg);
+    if (deploy_params(req, &d->cfg, d->err, sizeof(d->err)) < 0) {
+        *code = sf_http_header(req, "X-Sofaas-Config") != NULL &&
+                        strstr(d->err, "X-Sofaas-Config") != NULL
+                    ? "invalid_config"
+                    : "invalid_parameter";
+        *msg = d->err;
+        return 400;
+    }
+    r = sf_registry_upload_begin(api->reg, &d->upload);
+    if (r < 0) {
+        *code = r == -ENOSPC ? "insufficient_storage" : "internal";
+        *msg = r == -ENOSPC ? "no space left to store the artifact"
+                            : "could not create the upload file";
+        return r == -ENOSPC ? 507 : 500;
+    }
+    req->body_sink = deploy_sink;
     return 0;
 }
 
@@ -231,19 +321,20 @@ static void on_validated(void *ctx, bool ok, const char *reason)
     const sf_function *f;
     sf_http_req *req = d->req;
 
+    /* Answering frees req, and with it d: d is not touched after. */
     if (!ok) {
         SF_INFO("msg=\"deploy rejected\" function=%s sha256=%s reason=\"%s\" "
                 "request_id=%s",
                 d->name, d->sha, reason, req->request_id);
         sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
         sf_http_error(req, 422, "invalid_artifact", "%s", reason);
-        goto out;
+        return;
     }
     if (sf_registry_add_version(d->api->reg, d->name, d->sha, d->size,
                                 &d->cfg, &f) < 0) {
         sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
         sf_http_error(req, 500, "internal", "could not record the version");
-        goto out;
+        return;
     }
     sf_pool_retire_function(d->api->pool, f->name, f->version);
     SF_INFO("msg=\"function deployed\" function=%s version=%lld sha256=%s "
@@ -251,68 +342,43 @@ static void on_validated(void *ctx, bool ok, const char *reason)
             f->name, (long long)f->version, f->sha256, (long long)f->size,
             req->request_id);
     respond_json(req, 201, function_json(f));
-out:
-    free(d->path);
-    free(d);
 }
 
 static void handle_deploy(sf_api *api, sf_http_req *req)
 {
-    const sf_route *rt = &req->route;
-    const sf_function *cur;
+    deploy *d = req->user;
+    const void *head;
+    size_t head_len;
     char err[256];
-    deploy *d;
     sf_fn_spec spec;
     int r;
 
-    if (!rt->name_valid) {
-        sf_http_error(req, 400, "invalid_name",
-                      "function names must match ^[a-z0-9][a-z0-9-]{0,62}$");
-        return;
-    }
-    d = calloc(1, sizeof(*d));
-    if (d == NULL) {
-        sf_http_error(req, 503, "overloaded", "out of memory");
-        return;
-    }
-    d->api = api;
-    d->req = req;
-    snprintf(d->name, sizeof(d->name), "%.*s", (int)rt->name_len, rt->name);
-    /* A redeploy keeps the current config unless the query changes it. */
-    cur = sf_registry_get(api->reg, d->name, strlen(d->name));
-    if (cur != NULL)
-        d->cfg = cur->config;
-    else
-        sf_fn_config_defaults(&d->cfg);
-    if (deploy_params(req, &d->cfg) < 0)
-        goto fail;
-    if (sf_artifact_check(req->body.data, req->body.len, err, sizeof(err)) < 0) {
+    (void)api;
+    head = sf_upload_head(d->upload, &head_len);
+    d->size = (int64_t)sf_upload_size(d->upload);
+    if (sf_artifact_check(head, head_len, (size_t)d->size, err,
+                          sizeof(err)) < 0) {
         sf_http_error(req, 422, "invalid_artifact", "%s", err);
-        goto fail;
+        return;
     }
-    r = sf_registry_put_artifact(api->reg, req->body.data, req->body.len,
-                                 d->sha, &d->path);
+    r = sf_registry_upload_commit(d->upload, d->sha, &d->path);
+    d->upload = NULL;
     if (r == -ENOSPC || r == -EDQUOT) {
         sf_http_error(req, 507, "insufficient_storage",
                       "no space left to store the artifact");
-        goto fail;
+        return;
     }
     if (r < 0) {
         sf_http_error(req, 500, "internal", "could not store the artifact: %s",
                       strerror(-r));
-        goto fail;
+        return;
     }
-    d->size = (int64_t)req->body.len;
     /* The artifact is loaded in a worker process, never here. */
     spec = (sf_fn_spec){.name = d->name,
                         .version = 0,
                         .artifact_path = d->path,
                         .config = d->cfg};
-    sf_pool_validate(api->pool, &spec, on_validated, d);
-    return;
-fail:
-    free(d->path);
-    free(d);
+    sf_pool_validate(d->api->pool, &spec, on_validated, d);
 }
 
 /*

@@ -5,11 +5,12 @@
 #include <stdio.h>
 #include <string.h>
 
-int sf_artifact_check(const void *data, size_t len, char *err, size_t errlen)
+int sf_artifact_check(const void *data, size_t head_len, size_t len,
+                      char *err, size_t errlen)
 {
     Elf64_Ehdr eh;
 
-    if (len < sizeof(eh)) {
+    if (head_len < sizeof(eh) || len < sizeof(eh)) {
         snprintf(err, errlen, "artifact is %zu bytes, too small for an ELF "
                               "header", len);
         return -1;

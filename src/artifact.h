@@ -9,9 +9,11 @@
 #include <stddef.h>
 
 /*
- * Returns 0 if data starts like an x86-64 little-endian ELF shared object
- * (ET_DYN) with sane header sizes, else -1 with a reason in err.
+ * Returns 0 if head (the first head_len bytes of a file of file_size bytes)
+ * starts like an x86-64 little-endian ELF shared object (ET_DYN) whose
+ * program headers fit in the file, else -1 with a reason in err.
  */
-int sf_artifact_check(const void *data, size_t len, char *err, size_t errlen);
+int sf_artifact_check(const void *head, size_t head_len, size_t file_size,
+                      char *err, size_t errlen);
 
 #endif

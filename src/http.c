@@ -73,6 +73,9 @@ struct sf_http_conn {
     bool eof;
     bool in_process;
     bool close_after_write;
+    bool linger;    /* after the close-write, drain input before closing */
+    bool lingering;
+    uv_shutdown_t shutdown_req;
     bool closing;
 };
 
@@ -85,6 +88,9 @@ typedef struct write_req {
 static llhttp_settings_t settings;
 
 static void conn_close(sf_http_conn *c);
+static void start_linger(sf_http_conn *c);
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf);
 static void set_phase(sf_http_conn *c, conn_phase ph);
 static void refuse_and_close(sf_http_conn *c, int status, const char *code,
                              const char *msg);
@@ -98,6 +104,8 @@ static void req_free(sf_http_req *r)
 {
     if (r == NULL)
         return;
+    if (r->on_free != NULL)
+        r->on_free(r);
     free(r->path);
     free(r->query);
     free(r->headers);
@@ -323,9 +331,15 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     sf_http_conn *c = p->data;
     sf_http_req *r = c->cur;
 
-    if (len > r->body_limit - r->body.len)
+    if (len > r->body_limit - r->body_seen)
         return refuse(c, 413, "payload_too_large",
                       "request body exceeds the limit for this route");
+    r->body_seen += len;
+    if (r->body_sink != NULL) {
+        const char *code = "internal", *msg = "cannot store the body";
+        int st = r->body_sink(r, at, len, &code, &msg);
+        return st == 0 ? 0 : refuse(c, st, code, msg);
+    }
     return sf_buf_append(&r->body, at, len) < 0 ? -1 : 0;
 }
 
@@ -352,8 +366,12 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_write && c->writes_pending == 0)
-        conn_close(c);
+    if (c->close_after_write && c->writes_pending == 0 && !c->closing) {
+        if (c->linger && !c->eof)
+            start_linger(c);
+        else
+            conn_close(c);
+    }
 }
 
 static int conn_write(sf_http_conn *c, char *data, size_t len)
@@ -493,6 +511,10 @@ static void refuse_and_close(sf_http_conn *c, int status, const char *code,
         id = c->cur->request_id;
     else
         sf_uuid7(rid);
+    /* The client may still be sending (a refused body): read and drop its
+     * bytes for a moment after our answer, or closing with unread data
+     * would reset the connection before the client reads the answer. */
+    c->linger = true;
     SF_INFO("msg=\"request refused\" request_id=%s status=%d code=%s "
             "reason=\"%s\"",
             id, status, code, msg);
@@ -624,6 +646,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
     sf_http_conn *c = st->data;
 
     (void)buf;
+    if (c->lingering) {
+        if (n < 0)
+            conn_close(c);
+        return; /* bytes after a refusal are dropped unread */
+    }
     if (n < 0) {
         uv_read_stop(st);
         c->reading = false;
@@ -692,6 +719,33 @@ static void conn_close(sf_http_conn *c)
     uv_timer_stop(&c->timer);
     uv_close((uv_handle_t *)&c->timer, on_conn_closed);
     uv_close((uv_handle_t *)&c->tcp, on_conn_closed);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+    (void)req;
+    (void)status; /* the linger timer or EOF ends the connection */
+}
+
+static void on_linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+/* Half-closes, then drops input until EOF or a 2 s deadline. */
+static void start_linger(sf_http_conn *c)
+{
+    c->lingering = true;
+    if (uv_shutdown(&c->shutdown_req, (uv_stream_t *)&c->tcp, on_shutdown) <
+        0) {
+        conn_close(c);
+        return;
+    }
+    uv_timer_start(&c->timer, on_linger_timeout, 2000, 0);
+    c->in.len = 0;
+    if (!c->reading &&
+        uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) == 0)
+        c->reading = true;
 }
 
 static void on_conn_timer(uv_timer_t *t)

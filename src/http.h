@@ -42,7 +42,8 @@ typedef struct sf_http_conn sf_http_conn;
  * sf_http_respond() (or sf_http_error()) exactly once; that call frees it.
  * Strings are NUL-terminated and valid until then.
  */
-typedef struct sf_http_req {
+typedef struct sf_http_req sf_http_req;
+struct sf_http_req {
     const char *method; /* "GET", ... (static) */
     char *path;         /* raw path, never empty */
     size_t path_len;
@@ -57,7 +58,17 @@ typedef struct sf_http_req {
     bool is_head;
     sf_route route;    /* filled at headers-complete */
     size_t body_limit; /* set by on_headers; default 0 = no body allowed */
+    size_t body_seen;  /* body bytes received so far */
     void *user;        /* for the API layer */
+    /*
+     * Optional, set by on_headers: receives body bytes instead of req->body
+     * (e.g. to stream an upload to disk). Returns 0, or an HTTP status to
+     * refuse the request with (*code, *message static strings).
+     */
+    int (*body_sink)(sf_http_req *req, const char *data, size_t len,
+                     const char **code, const char **message);
+    /* Optional: called when req is freed (answered or abandoned). */
+    void (*on_free)(sf_http_req *req);
 
     /* private to http.c */
     sf_http_conn *conn; /* NULL once the client has gone */
@@ -66,7 +77,7 @@ typedef struct sf_http_req {
     size_t *hoff; /* per header: name offset, name len, value off, value len */
     size_t hoff_cap;
     bool in_value;
-} sf_http_req;
+};
 
 typedef struct sf_http_handlers {
     /*

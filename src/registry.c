@@ -9,6 +9,7 @@
  */
 #include "registry.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -203,6 +204,8 @@ static int load_cache(sf_registry *r)
     return rc == SQLITE_DONE ? 0 : -EIO;
 }
 
+static void remove_stale_uploads(sf_registry *r);
+
 /* ---- open/close --------------------------------------------------------- */
 
 static int mkdir_p(const char *dir)
@@ -236,6 +239,7 @@ int sf_registry_open(const char *state_dir, sf_registry **out)
     }
     if ((e = mkdir_p(r->artifact_dir)) < 0)
         goto fail_errno;
+    remove_stale_uploads(r);
     if (asprintf(&dbpath, "%s/sofaas.db", r->state_dir) < 0) {
         e = -ENOMEM;
         goto fail;
@@ -333,37 +337,102 @@ static int fsync_dir(const char *dir)
     return e;
 }
 
-int sf_registry_put_artifact(sf_registry *r, const void *data, size_t len,
-                             char sha[65], char **path)
-{
-    char *final = NULL, *tmp = NULL;
-    int fd = -1, e = 0;
-    struct stat stt;
+struct sf_upload {
+    sf_registry *reg;
+    int fd;
+    char *tmp;
+    sf_sha256 hash;
+    size_t size;
+    unsigned char head[4096];
+    size_t head_len;
+};
 
-    sf_sha256_hex(data, len, sha);
-    final = artifact_path(r, sha);
-    if (final == NULL ||
-        asprintf(&tmp, "%s/.tmp-%s-%d", r->artifact_dir, sha,
-                 (int)getpid()) < 0) {
-        free(final);
+int sf_registry_upload_begin(sf_registry *r, sf_upload **out)
+{
+    sf_upload *u = calloc(1, sizeof(*u));
+
+    if (u == NULL)
+        return -ENOMEM;
+    u->reg = r;
+    if (asprintf(&u->tmp, "%s/.upload-XXXXXX", r->artifact_dir) < 0) {
+        free(u);
         return -ENOMEM;
     }
-    if (stat(final, &stt) == 0 && (size_t)stt.st_size == len)
-        goto done; /* same content already stored */
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        e = -errno;
+    u->fd = mkostemp(u->tmp, O_CLOEXEC);
+    if (u->fd < 0) {
+        int e = -errno;
+        SF_ERR("msg=\"cannot create upload file\" dir=%s error=\"%s\"",
+               r->artifact_dir, strerror(-e));
+        free(u->tmp);
+        free(u);
+        return e;
+    }
+    fchmod(u->fd, 0644);
+    sf_sha256_init(&u->hash);
+    *out = u;
+    return 0;
+}
+
+int sf_upload_write(sf_upload *u, const void *data, size_t len)
+{
+    int e = write_all(u->fd, data, len);
+
+    if (e < 0)
+        return e;
+    if (u->head_len < sizeof(u->head)) {
+        size_t n = sizeof(u->head) - u->head_len;
+        if (n > len)
+            n = len;
+        memcpy(u->head + u->head_len, data, n);
+        u->head_len += n;
+    }
+    sf_sha256_update(&u->hash, data, len);
+    u->size += len;
+    return 0;
+}
+
+const void *sf_upload_head(const sf_upload *u, size_t *head_len)
+{
+    *head_len = u->head_len;
+    return u->head;
+}
+
+size_t sf_upload_size(const sf_upload *u) { return u->size; }
+
+void sf_upload_abort(sf_upload *u)
+{
+    if (u == NULL)
+        return;
+    if (u->fd >= 0)
+        close(u->fd);
+    unlink(u->tmp);
+    free(u->tmp);
+    free(u);
+}
+
+int sf_registry_upload_commit(sf_upload *u, char sha[65], char **path)
+{
+    static const char hex[] = "0123456789abcdef";
+    sf_registry *r = u->reg;
+    unsigned char d[32];
+    struct stat st;
+    char *final = NULL;
+    int e = 0;
+
+    sf_sha256_final(&u->hash, d);
+    for (int i = 0; i < 32; i++) {
+        sha[2 * i] = hex[d[i] >> 4];
+        sha[2 * i + 1] = hex[d[i] & 15];
+    }
+    sha[64] = '\0';
+    final = artifact_path(r, sha);
+    if (final == NULL) {
+        e = -ENOMEM;
         goto out;
     }
-    if ((e = write_all(fd, data, len)) < 0)
-        goto out;
-    if (fsync(fd) < 0) {
-        e = -errno;
-        goto out;
-    }
-    close(fd);
-    fd = -1;
-    if (rename(tmp, final) < 0) {
+    if (stat(final, &st) == 0 && (size_t)st.st_size == u->size)
+        goto done; /* same content already stored: keep that file */
+    if (fsync(u->fd) < 0 || rename(u->tmp, final) < 0) {
         e = -errno;
         goto out;
     }
@@ -371,18 +440,35 @@ int sf_registry_put_artifact(sf_registry *r, const void *data, size_t len,
     if (e < 0)
         goto out;
 done:
-    free(tmp);
+    sf_upload_abort(u); /* unlinks the temp name if it still exists */
     *path = final;
     return 0;
 out:
-    if (fd >= 0)
-        close(fd);
-    unlink(tmp);
-    free(tmp);
-    free(final);
     SF_ERR("msg=\"cannot store artifact\" sha256=%s error=\"%s\"", sha,
            strerror(-e));
+    sf_upload_abort(u);
+    free(final);
     return e;
+}
+
+/* Removes temp files a crash left in the artifacts folder. */
+static void remove_stale_uploads(sf_registry *r)
+{
+    DIR *d = opendir(r->artifact_dir);
+    struct dirent *e;
+
+    if (d == NULL)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char *p = NULL;
+        if (strncmp(e->d_name, ".upload-", 8) != 0 ||
+            asprintf(&p, "%s/%s", r->artifact_dir, e->d_name) < 0)
+            continue;
+        if (unlink(p) == 0)
+            SF_INFO("msg=\"removed unfinished upload\" path=%s", p);
+        free(p);
+    }
+    closedir(d);
 }
 
 void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha)

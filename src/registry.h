@@ -50,12 +50,28 @@ size_t sf_registry_count(sf_registry *r);
 const sf_function *sf_registry_at(sf_registry *r, size_t i);
 
 /*
- * Stores bytes as STATE/artifacts/<sha256>.so (temp file, fsync, rename,
- * fsync of the folder) unless that file already exists. sha receives the
- * hex digest; *path a new string the caller frees. Returns 0 or -errno.
+ * An artifact upload in progress: a temp file in STATE/artifacts, hashed as
+ * it is written, so a deploy body is never buffered whole in memory.
  */
-int sf_registry_put_artifact(sf_registry *r, const void *data, size_t len,
-                             char sha[65], char **path);
+typedef struct sf_upload sf_upload;
+
+/* Creates the temp file. Returns 0 or -errno. */
+int sf_registry_upload_begin(sf_registry *r, sf_upload **out);
+/* Appends bytes. Returns 0 or -errno (-ENOSPC when the disk is full). */
+int sf_upload_write(sf_upload *u, const void *data, size_t len);
+/* The first bytes written (up to 4 KiB) and the total size so far. */
+const void *sf_upload_head(const sf_upload *u, size_t *head_len);
+size_t sf_upload_size(const sf_upload *u);
+/*
+ * Makes the upload STATE/artifacts/<sha256>.so: fsync, rename (or drop the
+ * temp file if that content is already stored), fsync the folder. Consumes
+ * u whatever the outcome. sha receives the hex digest, *path a new string
+ * the caller frees. Returns 0 or -errno.
+ */
+int sf_registry_upload_commit(sf_upload *u, char sha[65], char **path);
+/* Discards an upload and its temp file. NULL-safe. */
+void sf_upload_abort(sf_upload *u);
+
 /* Deletes the artifact file unless a version row still references it. */
 void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha);
 

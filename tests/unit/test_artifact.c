@@ -31,7 +31,7 @@ static void test_accepts_shared_object(void **state)
     Elf64_Ehdr e = good();
     char err[128];
     (void)state;
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), 0);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), 0);
 }
 
 static void test_rejects(void **state)
@@ -40,32 +40,32 @@ static void test_rejects(void **state)
     char err[128];
     (void)state;
 
-    assert_int_equal(sf_artifact_check("abc", 3, err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check("abc", 3, 3, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "too small"));
 
     e = good();
     e.e_ident[1] = 'X';
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), -1);
     assert_non_null(strstr(err, "magic"));
 
     e = good();
     e.e_ident[EI_CLASS] = ELFCLASS32;
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), -1);
 
     e = good();
     e.e_machine = EM_AARCH64;
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), -1);
     assert_non_null(strstr(err, "x86-64"));
 
     e = good();
     e.e_type = ET_EXEC;
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), -1);
     assert_non_null(strstr(err, "shared object"));
 
     /* program headers claimed beyond the end of the file */
     e = good();
     e.e_phnum = 10;
-    assert_int_equal(sf_artifact_check(&e, sizeof(e), err, sizeof(err)), -1);
+    assert_int_equal(sf_artifact_check(&e, sizeof(e), sizeof(e), err, sizeof(err)), -1);
     assert_non_null(strstr(err, "truncated"));
 }
 
