@@ -692,7 +692,8 @@ static int spawn_worker(sf_pool *p, validation *val)
     uv_stdio_container_t stdio[4];
     char *args[2];
     char lvl[32];
-    char *env[3];
+    char *env[4];
+    char ppid[48];
     static const char *const lvls[] = {"error", "warn", "info", "debug"};
     int r;
 
@@ -715,15 +716,19 @@ static int spawn_worker(sf_pool *p, validation *val)
     /* The worker gets nothing of the daemon's environment. */
     snprintf(lvl, sizeof(lvl), "SOFAAS_LOG_LEVEL=%s",
              lvls[p->cfg.worker_log_level]);
+    /* The worker compares this with getppid() at start: if the daemon died
+     * between fork and PR_SET_PDEATHSIG, it exits instead of orphaning. */
+    snprintf(ppid, sizeof(ppid), "SOFAAS_DAEMON_PID=%d", (int)getpid());
     env[0] = lvl;
-    env[1] = NULL;
+    env[1] = ppid;
+    env[2] = NULL;
 #if defined(__SANITIZE_ADDRESS__)
     /* Sanitizer builds only: let faults in user code kill the worker with
      * the real signal (the daemon reports it) instead of ASan turning them
      * into exit(1), and skip leak checks of processes we SIGKILL anyway. */
-    env[1] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+    env[2] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
              "handle_abort=0:detect_leaks=0";
-    env[2] = NULL;
+    env[3] = NULL;
 #endif
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;

@@ -20,10 +20,13 @@
 
 int sf_sandbox_early(void)
 {
-    /* Die with the daemon; if it already died, we were reparented. */
+    const char *want = getenv("SOFAAS_DAEMON_PID");
+
+    /* Die with the daemon. If it died before the prctl took effect we have
+     * been reparented already: the parent check catches that window. */
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         return -errno;
-    if (getppid() == 1)
+    if (want == NULL || strtol(want, NULL, 10) != (long)getppid())
         return -ESRCH;
     return 0;
 }
