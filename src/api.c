@@ -580,6 +580,15 @@ sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg)
     return api;
 }
 
+void sf_api_set_limits(sf_api *api, size_t invoke_body_max,
+                       size_t deploy_body_max)
+{
+    api->invoke_body_max = invoke_body_max ? invoke_body_max
+                                           : SF_API_INVOKE_BODY_MAX;
+    api->deploy_body_max = deploy_body_max ? deploy_body_max
+                                           : SF_API_DEPLOY_BODY_MAX;
+}
+
 void sf_api_free(sf_api *api)
 {
     if (api == NULL)

@@ -26,6 +26,10 @@ typedef struct sf_api sf_api;
 
 /* Borrows reg and pool; copies cfg (and the token). */
 sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg);
+/* Changes the body limits for requests that start from now on (SIGHUP);
+ * 0 keeps the built-in default. */
+void sf_api_set_limits(sf_api *api, size_t invoke_body_max,
+                       size_t deploy_body_max);
 /* Wipes the token and frees. NULL-safe. */
 void sf_api_free(sf_api *api);
 /* The handlers to give sf_http_server_new, with api as ctx. */

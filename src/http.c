@@ -917,6 +917,29 @@ int sf_http_server_listen(sf_http_server *s, const char *host, int port,
     return 0;
 }
 
+int sf_http_server_listen_fd(sf_http_server *s, int fd, int *bound_port)
+{
+    struct sockaddr_storage got;
+    int len = sizeof(got);
+    int r;
+
+    r = uv_tcp_init(s->loop, &s->listener);
+    if (r < 0)
+        return r;
+    s->listener.data = s;
+    s->listening = true;
+    r = uv_tcp_open(&s->listener, fd);
+    if (r == 0)
+        r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+    if (r < 0)
+        return r;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
+    *bound_port = got.ss_family == AF_INET6
+                      ? ntohs(((struct sockaddr_in6 *)&got)->sin6_port)
+                      : ntohs(((struct sockaddr_in *)&got)->sin_port);
+    return 0;
+}
+
 static void on_listener_closed(uv_handle_t *h)
 {
     sf_http_server *s = h->data;

@@ -115,6 +115,13 @@ int sf_http_server_listen(sf_http_server *s, const char *host, int port,
  */
 void sf_http_server_drain(sf_http_server *s);
 
+/*
+ * Serves on fd, an already bound and listening TCP socket (systemd socket
+ * activation). The server takes ownership of fd. *bound_port receives its
+ * port. Returns 0 or a negative libuv error.
+ */
+int sf_http_server_listen_fd(sf_http_server *s, int fd, int *bound_port);
+
 /* Stops accepting and closes all connections; frees on the loop. NULL-safe. */
 void sf_http_server_close(sf_http_server *s);
 

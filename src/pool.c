@@ -110,6 +110,8 @@ struct sf_pool {
     fnv *fns;
     uint64_t next_worker_id;
     uint64_t next_inv_id;
+    unsigned generic_seen; /* workers that said HELLO as generic ones */
+    bool ready_fired;      /* cfg.on_ready has run */
     bool stopping;
 };
 
@@ -586,6 +588,16 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
     free(hdrs);
 }
 
+/* Runs cfg.on_ready once: the generic pool has been filled. */
+static void fire_ready(sf_pool *p)
+{
+    if (p->ready_fired || p->stopping)
+        return;
+    p->ready_fired = true;
+    if (p->cfg.on_ready != NULL)
+        p->cfg.on_ready(p->cfg.ready_ctx);
+}
+
 static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
 {
     switch (h->type) {
@@ -593,10 +605,13 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
         if (w->state != W_SPAWNING)
             break;
         transition(w, W_GENERIC);
-        if (w->val != NULL)
+        if (w->val != NULL) {
             start_validation(w);
-        else
-            pump_all(w->pool);
+            return;
+        }
+        if (++w->pool->generic_seen >= w->pool->cfg.generic_min)
+            fire_ready(w->pool);
+        pump_all(w->pool);
         return;
     case SF_FRAME_LOADED:
         if (w->state != W_LOADING)
@@ -880,12 +895,35 @@ int sf_pool_new(uv_loop_t *loop, const sf_pool_config *cfg, sf_pool **out)
 
 int sf_pool_start(sf_pool *p)
 {
-    for (unsigned i = 0; i < p->cfg.generic_min; i++) {
+    /* Counts workers already on their way (sf_pool_set_limits may have
+     * run first), so calling this once more never overshoots. */
+    while (p->n_state[W_GENERIC] + p->n_state[W_SPAWNING] <
+           p->cfg.generic_min) {
         int r = spawn_worker(p, NULL);
         if (r < 0)
             return r;
     }
+    if (p->cfg.generic_min == 0)
+        fire_ready(p);
     return 0;
+}
+
+void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
+                        unsigned max_workers)
+{
+    if (max_workers < generic_min + 1)
+        max_workers = generic_min + 1;
+    p->cfg.generic_min = generic_min;
+    p->cfg.max_workers = max_workers;
+    /* Fewer generic workers wanted: retire the surplus now. Busy
+     * instances over a lowered max_workers finish and are not replaced. */
+    for (worker *w = p->workers, *next; w != NULL; w = next) {
+        next = w->next;
+        if (w->state == W_GENERIC && w->val == NULL &&
+            p->n_state[W_GENERIC] + p->n_state[W_SPAWNING] > generic_min)
+            retire(w);
+    }
+    maybe_spawn(p);
 }
 
 void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,

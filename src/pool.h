@@ -28,6 +28,11 @@ typedef struct sf_pool_config {
     unsigned max_workers;      /* all workers together */
     enum sf_log_level worker_log_level;
     sf_cgroup *cgroup;         /* borrowed; memory limits + OOM detection */
+    /* Called once, on the loop, when generic_min workers have come up as
+     * generic ones (from sf_pool_start when generic_min is 0): the point
+     * from which the daemon reports itself ready. May be NULL. */
+    void (*on_ready)(void *ctx);
+    void *ready_ctx;
 } sf_pool_config;
 
 /* A function version to run. The pool copies what it keeps. */
@@ -90,6 +95,14 @@ void sf_pool_validate(sf_pool *p, const sf_fn_spec *fn, sf_validate_cb cb,
  */
 void sf_pool_retire_function(sf_pool *p, const char *name,
                              int64_t keep_version);
+
+/*
+ * Changes the pool size at run time (SIGHUP): spawns generic workers up to
+ * generic_min, retires idle generic ones above it. max_workers is raised to
+ * generic_min + 1 if lower, as in sf_pool_new.
+ */
+void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
+                        unsigned max_workers);
 
 /* Counts for status reporting. */
 typedef struct sf_pool_stats {

@@ -1,117 +1,47 @@
 /*
- * sofaasd.c - the daemon's main: parses flags, opens the registry, starts the
- * worker pool and the HTTP server on one libuv loop, and shuts down cleanly
- * on SIGINT/SIGTERM. Logic lives in the modules it wires together.
+ * sofaasd.c - the daemon's main: loads the configuration (config.c), opens
+ * the registry, starts the worker pool and the HTTP server on one libuv
+ * loop, hands lifecycle signals to service.c, and applies a reloaded
+ * configuration to the modules on SIGHUP. Logic lives in the modules it
+ * wires together.
  */
+#include <arpa/inet.h>
 #include <errno.h>
-#include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 #include <uv.h>
 
 #include "api.h"
+#include "config.h"
 #include "http.h"
 #include "log.h"
+#include "notify.h"
 #include "pool.h"
 #include "registry.h"
-
-#define SOFAAS_VERSION "0.1.0"
-
-typedef struct options {
-    char host[256];
-    int port;
-    const char *state_dir;
-    unsigned workers;
-    unsigned max_workers;
-    const char *token_file;
-    const char *worker_path;
-    enum sf_log_level log_level;
-    sf_http_limits http;
-    unsigned drain_timeout_ms;
-} options;
+#include "service.h"
 
 typedef struct daemon_state {
     uv_loop_t *loop;
-    uv_signal_t sigint, sigterm;
+    int argc;
+    char **argv; /* kept for SIGHUP: the same flags override the new file */
+    sf_config cfg;
+    char addr[300]; /* where we serve, for logs and STATUS */
+    sf_service *svc;
     uv_timer_t drain_timer;
     uint64_t drain_deadline_ms;
-    bool draining;
-    unsigned drain_timeout;
     sf_http_server *http;
     sf_pool *pool;
     sf_api *api;
     sf_registry *reg;
     sf_cgroup *cgroup;
 } daemon_state;
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: sofaasd [options]\n"
-            "  --listen HOST:PORT       address to serve on (127.0.0.1:8080)\n"
-            "  --state-dir DIR          database and artifacts (./var)\n"
-            "  --workers N              generic workers kept ready (4)\n"
-            "  --max-workers N          all workers together (64)\n"
-            "  --admin-token-file FILE  bearer token for /v1 (or env "
-            "SOFAAS_ADMIN_TOKEN)\n"
-            "  --worker PATH            sofaas-worker executable (next to "
-            "sofaasd)\n"
-            "  --log-level LEVEL        error|warn|info|debug (info)\n"
-            "  --http-header-timeout-ms N     408 if headers take longer "
-            "(10000)\n"
-            "  --http-body-timeout-ms N       408 if the body takes longer "
-            "(30000)\n"
-            "  --http-keepalive-timeout-ms N  idle keep-alive close (15000)\n"
-            "  --http-max-connections N       beyond: 503 and close (10000)\n"
-            "  --shutdown-drain-timeout-ms N  SIGTERM: let in-flight calls "
-            "finish (30000)\n"
-            "  --version, --help\n");
-}
-
-static int parse_listen(const char *s, options *o)
-{
-    const char *colon = strrchr(s, ':');
-    char *end;
-    long port;
-    size_t hl;
-
-    if (colon == NULL)
-        return -EINVAL;
-    hl = (size_t)(colon - s);
-    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') { /* [::1]:8080 */
-        s++;
-        hl -= 2;
-    }
-    if (hl == 0 || hl >= sizeof(o->host))
-        return -EINVAL;
-    memcpy(o->host, s, hl);
-    o->host[hl] = '\0';
-    errno = 0;
-    port = strtol(colon + 1, &end, 10);
-    if (errno != 0 || *end != '\0' || end == colon + 1 || port < 0 ||
-        port > 65535)
-        return -EINVAL;
-    o->port = (int)port;
-    return 0;
-}
-
-static int parse_count(const char *s, unsigned lo, unsigned hi, unsigned *out)
-{
-    char *end;
-    long v;
-
-    errno = 0;
-    v = strtol(s, &end, 10);
-    if (errno != 0 || *end != '\0' || end == s || v < (long)lo || v > (long)hi)
-        return -EINVAL;
-    *out = (unsigned)v;
-    return 0;
-}
 
 static bool is_loopback(const char *host)
 {
@@ -120,7 +50,7 @@ static bool is_loopback(const char *host)
 }
 
 /* Reads the admin token (file first, then env). Caller frees *out. */
-static int load_token(const options *o, char **out)
+static int load_token(const char *token_file, char **out)
 {
     const char *env = getenv("SOFAAS_ADMIN_TOKEN");
     char buf[512];
@@ -128,11 +58,11 @@ static int load_token(const options *o, char **out)
     FILE *f;
 
     *out = NULL;
-    if (o->token_file != NULL) {
-        f = fopen(o->token_file, "re");
+    if (token_file != NULL && token_file[0] != '\0') {
+        f = fopen(token_file, "re");
         if (f == NULL) {
             SF_ERR("msg=\"cannot read admin token file\" path=%s error=\"%s\"",
-                   o->token_file, strerror(errno));
+                   token_file, strerror(errno));
             return -errno;
         }
         n = fread(buf, 1, sizeof(buf) - 1, f);
@@ -142,7 +72,7 @@ static int load_token(const options *o, char **out)
                          buf[n - 1] == ' '))
             buf[--n] = '\0';
         if (n == 0) {
-            SF_ERR("msg=\"admin token file is empty\" path=%s", o->token_file);
+            SF_ERR("msg=\"admin token file is empty\" path=%s", token_file);
             return -EINVAL;
         }
         *out = strdup(buf);
@@ -170,11 +100,112 @@ static char *default_worker_path(void)
     return p;
 }
 
-static void on_close_walk(uv_handle_t *h, void *arg)
+/* The host part of a socket's local address, for the loopback check. */
+static void sock_host(int fd, char *host, size_t len)
 {
-    (void)arg;
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+
+    snprintf(host, len, "?");
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET)
+        inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, host,
+                  (socklen_t)len);
+    else if (ss.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, host,
+                  (socklen_t)len);
+}
+
+/* Pushes the reloadable settings of d->cfg into the modules. */
+static void apply_runtime_settings(daemon_state *d)
+{
+    const sf_config *c = &d->cfg;
+    sf_http_limits hl = {
+        .max_connections = c->http.max_connections,
+        .header_timeout_ms = c->http.header_timeout_ms,
+        .body_timeout_ms = c->http.body_timeout_ms,
+        .keepalive_timeout_ms = c->http.keepalive_timeout_ms,
+    };
+
+    sf_log_set_level(c->log_level);
+    if (d->http != NULL)
+        sf_http_server_set_limits(d->http, &hl);
+    if (d->api != NULL)
+        sf_api_set_limits(d->api, (size_t)c->http.invoke_body_max_kb << 10,
+                          (size_t)c->deploy.max_artifact_mb << 20);
+    if (d->pool != NULL)
+        sf_pool_set_limits(d->pool, c->pool.generic_min, c->pool.max_workers);
+}
+
+static void on_pool_ready(void *ctx)
+{
+    daemon_state *d = ctx;
+
+    SF_INFO("msg=\"ready\" addr=%s generic_workers=%u", d->addr,
+            d->cfg.pool.generic_min);
+    sf_service_ready(d->svc);
+}
+
+static void svc_status(void *ctx, char *buf, size_t len)
+{
+    daemon_state *d = ctx;
+    sf_pool_stats st = {0};
+
+    if (d->pool != NULL)
+        sf_pool_get_stats(d->pool, &st);
+    snprintf(buf, len,
+             "serving on %s; workers: %u generic, %u idle, %u busy; "
+             "queued %u; functions %zu",
+             d->addr, st.generic, st.idle, st.busy, st.queued,
+             d->reg ? sf_registry_count(d->reg) : (size_t)0);
+}
+
+static void log_change(void *ctx, const char *path, bool reloadable)
+{
+    (void)ctx;
+    if (reloadable)
+        SF_INFO("msg=\"config changed\" key=%s", path);
+    else
+        SF_WARN("msg=\"config change needs a restart, keeping the running "
+                "value\" key=%s hint=\"systemctl restart sofaasd\"",
+                path);
+}
+
+/* SIGHUP: the file and the original flags again, applied where possible. */
+static int svc_reload(void *ctx)
+{
+    daemon_state *d = ctx;
+    sf_config next;
+    char *errs = NULL;
+    size_t errlen = 0;
+    FILE *err = open_memstream(&errs, &errlen);
+    enum sf_config_action act;
+    unsigned restart;
+
+    if (err == NULL)
+        return -ENOMEM;
+    act = sf_config_load(&next, d->argc, d->argv, err);
+    fclose(err);
+    if (act != SF_CONFIG_RUN) {
+        for (char *line = strtok(errs, "\n"); line != NULL;
+             line = strtok(NULL, "\n"))
+            SF_ERR("msg=\"config reload\" error=\"%s\"", line);
+        free(errs);
+        return -EINVAL;
+    }
+    free(errs);
+    restart = sf_config_diff(&d->cfg, &next, log_change, d);
+    if (sf_config_keep_restart_keys(&next, &d->cfg) < 0) {
+        sf_config_clear(&next);
+        return -ENOMEM;
+    }
+    sf_config_clear(&d->cfg);
+    d->cfg = next;
+    apply_runtime_settings(d);
+    SF_INFO("msg=\"configuration reloaded\" file=%s needs_restart=%u",
+            d->cfg.file ? d->cfg.file : "-", restart);
+    return 0;
 }
 
 /* Last step of shutdown: connections are done (or out of time). */
@@ -198,166 +229,112 @@ static void on_drain_tick(uv_timer_t *t)
         finish_shutdown(d);
     } else if (uv_now(d->loop) >= d->drain_deadline_ms) {
         SF_WARN("msg=\"drain timeout, closing remaining connections\" "
-                "connections=%u hint=\"raise --shutdown-drain-timeout-ms\"",
+                "connections=%u hint=\"raise shutdown.drain_timeout_ms\"",
                 left);
         finish_shutdown(d);
     }
 }
 
-static void on_signal(uv_signal_t *s, int signum)
+/* SIGTERM/SIGINT: no new connections, in-flight requests finish (up to
+ * shutdown.drain_timeout_ms), then the workers stop. */
+static void svc_stop(void *ctx, int signum)
 {
-    daemon_state *d = s->data;
+    daemon_state *d = ctx;
 
-    if (d->draining)
-        return;
-    d->draining = true;
-    SF_INFO("msg=\"shutting down: no new connections, finishing in-flight "
-            "requests\" signal=%s drain_timeout_ms=%u",
-            signum == SIGINT ? "SIGINT" : "SIGTERM", d->drain_timeout);
-    uv_signal_stop(&d->sigint);
-    uv_signal_stop(&d->sigterm);
-    uv_close((uv_handle_t *)&d->sigint, NULL);
-    uv_close((uv_handle_t *)&d->sigterm, NULL);
+    (void)signum;
+    SF_INFO("msg=\"no new connections, finishing in-flight requests\" "
+            "drain_timeout_ms=%u",
+            d->cfg.shutdown.drain_timeout_ms);
     sf_http_server_drain(d->http);
-    d->drain_deadline_ms = uv_now(d->loop) + d->drain_timeout;
+    d->drain_deadline_ms = uv_now(d->loop) + d->cfg.shutdown.drain_timeout_ms;
     uv_timer_init(d->loop, &d->drain_timer);
     d->drain_timer.data = d;
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, 20);
 }
 
+static void on_close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h))
+        uv_close(h, NULL);
+}
+
 int main(int argc, char **argv)
 {
-    static const struct option longopts[] = {
-        {"listen", required_argument, NULL, 'l'},
-        {"state-dir", required_argument, NULL, 's'},
-        {"workers", required_argument, NULL, 'w'},
-        {"max-workers", required_argument, NULL, 'm'},
-        {"admin-token-file", required_argument, NULL, 't'},
-        {"worker", required_argument, NULL, 'W'},
-        {"log-level", required_argument, NULL, 'L'},
-        {"http-header-timeout-ms", required_argument, NULL, 1001},
-        {"http-body-timeout-ms", required_argument, NULL, 1002},
-        {"http-keepalive-timeout-ms", required_argument, NULL, 1003},
-        {"http-max-connections", required_argument, NULL, 1004},
-        {"shutdown-drain-timeout-ms", required_argument, NULL, 1005},
-        {"version", no_argument, NULL, 'V'},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0}};
-    options o = {.host = "127.0.0.1",
-                 .port = 8080,
-                 .state_dir = "./var",
-                 .workers = 4,
-                 .max_workers = 64,
-                 .log_level = SF_LOG_INFO,
-                 .drain_timeout_ms = 30000};
-    daemon_state d = {0};
+    daemon_state d = {.argc = argc, .argv = argv};
     sf_pool_config pc = {0};
     sf_api_config ac = {0};
+    sf_service_hooks hooks = {.status = svc_status,
+                              .reload = svc_reload,
+                              .stop = svc_stop,
+                              .ctx = &d};
     char *token = NULL, *worker_path = NULL;
-    int c, r, port = 0, rc = 1;
+    char host[256], why[160];
+    int r, port = 0, bound = 0, lfd = -1, rc = 1;
 
     sf_log_init("sofaasd", SF_LOG_INFO);
-    while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'l':
-            if (parse_listen(optarg, &o) < 0) {
-                fprintf(stderr, "sofaasd: --listen: expected HOST:PORT, got "
-                                "'%s'\n", optarg);
-                return 2;
-            }
-            break;
-        case 's':
-            o.state_dir = optarg;
-            break;
-        case 'w':
-            if (parse_count(optarg, 0, 1024, &o.workers) < 0) {
-                fprintf(stderr, "sofaasd: --workers: expected 0..1024\n");
-                return 2;
-            }
-            break;
-        case 'm':
-            if (parse_count(optarg, 1, 4096, &o.max_workers) < 0) {
-                fprintf(stderr, "sofaasd: --max-workers: expected 1..4096\n");
-                return 2;
-            }
-            break;
-        case 't':
-            o.token_file = optarg;
-            break;
-        case 'W':
-            o.worker_path = optarg;
-            break;
-        case 'L':
-            if (sf_log_parse_level(optarg, &o.log_level) < 0) {
-                fprintf(stderr, "sofaasd: --log-level: expected "
-                                "error|warn|info|debug\n");
-                return 2;
-            }
-            break;
-        case 1001:
-        case 1002:
-        case 1003:
-        case 1004:
-        case 1005: {
-            unsigned *dst = c == 1001   ? &o.http.header_timeout_ms
-                            : c == 1002 ? &o.http.body_timeout_ms
-                            : c == 1003 ? &o.http.keepalive_timeout_ms
-                            : c == 1004 ? &o.http.max_connections
-                                        : &o.drain_timeout_ms;
-            if (parse_count(optarg, 1, 100000000, dst) < 0) {
-                fprintf(stderr, "sofaasd: %s: expected a positive integer\n",
-                        longopts[c - 1001 + 7].name);
-                return 2;
-            }
-            break;
-        }
-        case 'V':
-            printf("sofaasd %s (function ABI %d)\n", SOFAAS_VERSION,
-                   SOFAAS_ABI_VERSION);
-            return 0;
-        case 'h':
-            usage(stdout);
-            return 0;
-        default:
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (optind < argc) {
-        fprintf(stderr, "sofaasd: unexpected argument '%s'\n", argv[optind]);
-        usage(stderr);
+    switch (sf_config_load(&d.cfg, argc, argv, stderr)) {
+    case SF_CONFIG_RUN:
+        break;
+    case SF_CONFIG_EXIT_OK:
+        return 0;
+    case SF_CONFIG_EXIT_USAGE:
         return 2;
-    }
-    sf_log_set_level(o.log_level);
-    signal(SIGPIPE, SIG_IGN);
-
-    if (load_token(&o, &token) < 0)
+    case SF_CONFIG_EXIT_ERROR:
         return 1;
-    if (token == NULL && !is_loopback(o.host)) {
+    }
+    sf_log_set_level(d.cfg.log_level);
+    signal(SIGPIPE, SIG_IGN);
+    /* Before anything is spawned: these strip the service manager's
+     * variables from our environment. */
+    if (sf_notify_init() < 0)
+        SF_WARN("msg=\"NOTIFY_SOCKET is not a usable address, not "
+                "notifying systemd\"");
+    if (sf_listen_fds_take(&lfd, why, sizeof(why)) < 0) {
+        SF_ERR("msg=\"unusable socket activation\" reason=\"%s\"", why);
+        goto out;
+    }
+    if (lfd >= 0) {
+        sock_host(lfd, host, sizeof(host));
+    } else {
+        sf_config_parse_listen(d.cfg.listen, host, sizeof(host), &port);
+    }
+
+    if (load_token(d.cfg.admin_token_file, &token) < 0)
+        goto out;
+    if (token == NULL && !is_loopback(host)) {
         SF_ERR("msg=\"refusing to serve the admin API on a non-loopback "
                "address without a token\" listen=%s "
-               "hint=\"set --admin-token-file or SOFAAS_ADMIN_TOKEN\"",
-               o.host);
-        return 1;
+               "hint=\"set admin_token_file or SOFAAS_ADMIN_TOKEN\"",
+               host);
+        goto out;
     }
-    worker_path = o.worker_path ? strdup(o.worker_path) : default_worker_path();
+    worker_path = d.cfg.pool.worker[0] ? strdup(d.cfg.pool.worker)
+                                       : default_worker_path();
     if (worker_path == NULL || access(worker_path, X_OK) != 0) {
         SF_ERR("msg=\"sofaas-worker not found or not executable\" path=%s "
-               "hint=\"pass --worker PATH\"",
+               "hint=\"set pool.worker or pass --worker PATH\"",
                worker_path ? worker_path : "?");
         goto out;
     }
 
     d.loop = uv_default_loop();
-    if (sf_registry_open(o.state_dir, &d.reg) < 0)
+    if ((r = sf_service_new(d.loop, &hooks, &d.svc)) < 0) {
+        SF_ERR("msg=\"cannot set up signal handling\" error=%s",
+               uv_strerror(r));
+        goto out;
+    }
+    if (sf_registry_open(d.cfg.state_dir, &d.reg) < 0)
         goto out;
     if (sf_cgroup_open(&d.cgroup) < 0)
         goto out;
     pc.cgroup = d.cgroup;
     pc.worker_path = worker_path;
-    pc.generic_min = o.workers;
-    pc.max_workers = o.max_workers;
-    pc.worker_log_level = o.log_level;
+    pc.generic_min = d.cfg.pool.generic_min;
+    pc.max_workers = d.cfg.pool.max_workers;
+    pc.worker_log_level = d.cfg.log_level;
+    pc.on_ready = on_pool_ready;
+    pc.ready_ctx = &d;
     if ((r = sf_pool_new(d.loop, &pc, &d.pool)) < 0) {
         SF_ERR("msg=\"cannot create pool\" error=%s", uv_strerror(r));
         goto out;
@@ -368,51 +345,56 @@ int main(int argc, char **argv)
                    : NULL;
     if (d.http == NULL)
         goto out;
-    sf_http_server_set_limits(d.http, &o.http);
-    r = sf_http_server_listen(d.http, o.host, o.port, &port);
-    if (r < 0) {
-        SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"", o.host,
-               o.port, uv_strerror(r));
-        goto out;
+    apply_runtime_settings(&d);
+    if (lfd >= 0) {
+        r = sf_http_server_listen_fd(d.http, lfd, &bound);
+        if (r < 0)
+            SF_ERR("msg=\"cannot serve on the socket systemd passed\" fd=%d "
+                   "error=\"%s\"", lfd, uv_strerror(r));
+    } else {
+        r = sf_http_server_listen(d.http, host, port, &bound);
+        if (r < 0)
+            SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"",
+                   host, port, uv_strerror(r));
     }
+    if (r < 0)
+        goto out;
+    snprintf(d.addr, sizeof(d.addr), strchr(host, ':') ? "[%s]:%d" : "%s:%d",
+             host, bound);
+    SF_INFO("msg=\"listening\" addr=%s socket_activated=%s state_dir=%s "
+            "workers=%u max_workers=%u admin_token=%s config=%s version=%s",
+            d.addr, lfd >= 0 ? "yes" : "no", sf_registry_state_dir(d.reg),
+            d.cfg.pool.generic_min, d.cfg.pool.max_workers,
+            token ? "set" : "none", d.cfg.file ? d.cfg.file : "-",
+            SOFAAS_VERSION);
+    /* READY=1 follows from on_pool_ready once the generic workers are up. */
     if ((r = sf_pool_start(d.pool)) < 0) {
         SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
         goto out;
     }
-    d.drain_timeout = o.drain_timeout_ms;
-    uv_signal_init(d.loop, &d.sigint);
-    uv_signal_init(d.loop, &d.sigterm);
-    d.sigint.data = d.sigterm.data = &d;
-    uv_signal_start(&d.sigint, on_signal, SIGINT);
-    uv_signal_start(&d.sigterm, on_signal, SIGTERM);
-    SF_INFO("msg=\"listening\" addr=%s:%d state_dir=%s workers=%u "
-            "max_workers=%u admin_token=%s version=%s",
-            o.host, port, sf_registry_state_dir(d.reg), o.workers,
-            o.max_workers, token ? "set" : "none", SOFAAS_VERSION);
     uv_run(d.loop, UV_RUN_DEFAULT);
     rc = 0;
 
 out:
-    if (d.http != NULL) {
-        sf_http_server_close(d.http);
-        sf_pool_free(d.pool);
-        d.pool = NULL;
-    } else if (d.pool != NULL) {
-        sf_pool_free(d.pool);
-        d.pool = NULL;
-    }
+    sf_http_server_close(d.http);
+    sf_pool_free(d.pool);
+    sf_service_close(d.svc);
     if (d.loop != NULL) {
         uv_walk(d.loop, on_close_walk, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);
         uv_loop_close(d.loop);
+    } else if (lfd >= 0) {
+        close(lfd);
     }
     sf_api_free(d.api);
     sf_registry_free(d.reg);
     sf_cgroup_free(d.cgroup);
+    sf_notify_close();
     if (token != NULL) {
         explicit_bzero(token, strlen(token));
         free(token);
     }
     free(worker_path);
+    sf_config_clear(&d.cfg);
     return rc;
 }
