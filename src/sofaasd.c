@@ -86,17 +86,31 @@ static int load_token(const char *token_file, char **out)
     return 0;
 }
 
+/*
+ * The worker next to sofaasd (build tree), else where `cmake --install`
+ * puts it relative to sofaasd (SOFAAS_WORKER_REL, e.g.
+ * ../libexec/sofaas/sofaas-worker from sbin). Caller frees.
+ */
 static char *default_worker_path(void)
 {
     char exe[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
     char *p = NULL;
+    const char *dir;
 
     if (n <= 0)
         return NULL;
     exe[n] = '\0';
-    if (asprintf(&p, "%s/sofaas-worker", dirname(exe)) < 0)
+    dir = dirname(exe);
+    if (asprintf(&p, "%s/sofaas-worker", dir) < 0)
         return NULL;
+#ifdef SOFAAS_WORKER_REL
+    if (access(p, X_OK) != 0) {
+        free(p);
+        if (asprintf(&p, "%s/%s", dir, SOFAAS_WORKER_REL) < 0)
+            return NULL;
+    }
+#endif
     return p;
 }
 
