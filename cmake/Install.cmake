@@ -31,24 +31,33 @@ file(WRITE ${CMAKE_BINARY_DIR}/sofaas.pc "${_pc}")
 install(FILES ${CMAKE_BINARY_DIR}/sofaas.pc
         DESTINATION ${CMAKE_INSTALL_DATADIR}/pkgconfig)
 
-# Units: the checked-in files name /usr/sbin/sofaasd and /etc/sofaas; keep
-# them true for other prefixes.
-foreach(u sofaasd.service sofaasd.socket)
-  file(READ ${CMAKE_SOURCE_DIR}/packaging/systemd/${u} _u)
-  string(REPLACE "/usr/sbin/sofaasd"
-         "${CMAKE_INSTALL_FULL_SBINDIR}/sofaasd" _u "${_u}")
-  string(REPLACE "/etc/sofaas/" "${CMAKE_INSTALL_FULL_SYSCONFDIR}/sofaas/"
-         _u "${_u}")
-  file(WRITE ${CMAKE_BINARY_DIR}/packaging/${u} "${_u}")
-  install(FILES ${CMAKE_BINARY_DIR}/packaging/${u}
-          DESTINATION ${SOFAAS_UNITDIR})
-endforeach()
-set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS
-  packaging/systemd/sofaasd.service packaging/systemd/sofaasd.socket
-  packaging/sofaas.pc.in)
-
-install(FILES packaging/sofaasd.json
-        DESTINATION ${CMAKE_INSTALL_FULL_SYSCONFDIR}/sofaas)
+# Units and the default config. The checked-in units name /usr/sbin/sofaasd
+# and /etc/sofaas; they are rewritten for the prefix at install time (so
+# `cmake --install --prefix X` and cpack both get true paths). The config
+# goes to /etc when the prefix is /usr (GNU convention), else PREFIX/etc.
+install(CODE "set(SOFAAS_SRC \"${CMAKE_SOURCE_DIR}\")
+  set(SOFAAS_SBINDIR \"${CMAKE_INSTALL_SBINDIR}\")
+  set(SOFAAS_UNITDIR \"${SOFAAS_UNITDIR}\")")
+install(CODE [[
+  if(CMAKE_INSTALL_PREFIX STREQUAL "/usr")
+    set(_etc /etc)
+  else()
+    set(_etc "${CMAKE_INSTALL_PREFIX}/etc")
+  endif()
+  file(INSTALL "${SOFAAS_SRC}/packaging/sofaasd.json"
+       DESTINATION "${_etc}/sofaas")
+  set(_gen "${CMAKE_CURRENT_BINARY_DIR}/packaging/units")
+  file(MAKE_DIRECTORY "${_gen}")
+  foreach(u sofaasd.service sofaasd.socket)
+    file(READ "${SOFAAS_SRC}/packaging/systemd/${u}" _u)
+    string(REPLACE "/usr/sbin/sofaasd"
+           "${CMAKE_INSTALL_PREFIX}/${SOFAAS_SBINDIR}/sofaasd" _u "${_u}")
+    string(REPLACE "/etc/sofaas/" "${_etc}/sofaas/" _u "${_u}")
+    file(WRITE "${_gen}/${u}" "${_u}")
+    file(INSTALL "${_gen}/${u}"
+         DESTINATION "${CMAKE_INSTALL_PREFIX}/${SOFAAS_UNITDIR}")
+  endforeach()
+]])
 
 # Man pages: version stamped, gzipped (Debian policy), also left in
 # build/man/ so tests can point MANPATH there.
@@ -78,8 +87,12 @@ set(CPACK_PACKAGE_CONTACT "sofaas maintainers <sofaas@localhost>")
 set(CPACK_PACKAGE_DESCRIPTION_SUMMARY
     "self-hosted Function-as-a-Service daemon")
 set(CPACK_PACKAGE_DESCRIPTION
-    "sofaasd serves functions compiled as shared objects over HTTP. Each\n invocation runs in a pre-forked, sandboxed worker process; state is kept\n in SQLite. Includes the systemd units and the header for function authors.")
+    "sofaasd serves functions compiled as shared objects over HTTP. Each\ninvocation runs in a pre-forked, sandboxed worker process; state is kept\nin SQLite. Includes the systemd units and the header for function authors.")
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
+# Install with CMAKE_INSTALL_PREFIX=/usr and DESTDIR=staging, so the code
+# above sees the real prefix (and puts the config in /etc).
+set(CPACK_SET_DESTDIR ON)
+set(CPACK_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT) # sofaas_<version>_<arch>.deb
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 set(CPACK_DEBIAN_PACKAGE_PRIORITY optional)
@@ -88,7 +101,9 @@ set(CPACK_DEBIAN_PACKAGE_HOMEPAGE "https://github.com/sofaas/sofaas")
 # with the right minimum versions come from dpkg-shlibdeps on the installed
 # binaries; llhttp is compiled in. adduser is for the maintainer scripts.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
+# libseccomp2 is named explicitly: the worker's seccomp filter needs it
+# even while a build links it only as-needed.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, libseccomp2 (>= 2.5.4)")
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "sqlite3, nginx")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_SOURCE_DIR}/packaging/debian/conffiles
@@ -96,4 +111,5 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_SOURCE_DIR}/packaging/debian/prerm
     ${CMAKE_SOURCE_DIR}/packaging/debian/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)
+set(CPACK_STRIP_FILES ON)
 include(CPack)
