@@ -590,7 +590,7 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
         file = SF_CONFIG_DEFAULT_PATH;
     if (file != NULL) {
         if ((cfg->file = strdup(file)) == NULL ||
-            apply_file(cfg, file, err) < 0)
+            apply_file(cfg, file, err) < 0 || validate(cfg, file, err) < 0)
             goto out;
     }
     for (size_t i = 0; i < nov; i++) {
@@ -603,13 +603,12 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
             goto out;
         }
         if (set_from_string(cfg, s, k, ov[i].value, "command line", err) <
-            0) {
+                0 ||
+            validate(cfg, "command line", err) < 0) {
             act = SF_CONFIG_EXIT_USAGE;
             goto out;
         }
     }
-    if (validate(cfg, file ? file : "command line", err) < 0)
-        goto out;
     if (check) {
         printf("sofaasd: %s: OK\n", file);
         act = SF_CONFIG_EXIT_OK;

