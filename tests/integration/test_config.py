@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from conftest import SOFAASD, SOURCE, free_port
+from conftest import SOFAASD, SOURCE, example, free_port
 
 PACKAGED = os.path.join(SOURCE, "packaging", "sofaasd.json")
 DOCS = os.path.join(SOURCE, "docs", "configuration.md")
@@ -239,3 +239,17 @@ def test_sighup_applies_reloadable_keys_and_reports_the_rest(tmp_path):
     finally:
         p.terminate()
         assert p.wait(15) == 0
+
+
+def test_body_limits_come_from_the_config(daemon_factory):
+    d = daemon_factory(args=["--set", "deploy.max_artifact_mb=1",
+                             "--set", "http.invoke_body_max_kb=1"])
+    r = requests.put(d.url("/v1/functions/big"), data=b"\0" * (2 << 20),
+                     timeout=30)
+    assert r.status_code == 413, r.text
+    d.deploy("echo", example("echo"))
+    assert d.invoke("echo", method="POST", data=b"x" * 1000).status_code \
+        == 200
+    r = d.invoke("echo", method="POST", data=b"x" * 2048)
+    assert r.status_code == 413, r.text
+    assert r.json()["error"]["code"]
