@@ -908,6 +908,11 @@ int sf_pool_start(sf_pool *p)
     return 0;
 }
 
+void sf_pool_set_worker_log_level(sf_pool *p, enum sf_log_level level)
+{
+    p->cfg.worker_log_level = level;
+}
+
 void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
                         unsigned max_workers)
 {

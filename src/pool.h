@@ -104,6 +104,9 @@ void sf_pool_retire_function(sf_pool *p, const char *name,
 void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
                         unsigned max_workers);
 
+/* Log level for workers spawned from now on (SIGHUP). */
+void sf_pool_set_worker_log_level(sf_pool *p, enum sf_log_level level);
+
 /* Counts for status reporting. */
 typedef struct sf_pool_stats {
     unsigned spawning, generic, loading, idle, busy, draining;

@@ -148,8 +148,10 @@ static void apply_runtime_settings(daemon_state *d)
     if (d->api != NULL)
         sf_api_set_limits(d->api, (size_t)c->http.invoke_body_max_kb << 10,
                           (size_t)c->deploy.max_artifact_mb << 20);
-    if (d->pool != NULL)
+    if (d->pool != NULL) {
+        sf_pool_set_worker_log_level(d->pool, c->log_level);
         sf_pool_set_limits(d->pool, c->pool.generic_min, c->pool.max_workers);
+    }
 }
 
 static void on_pool_ready(void *ctx)
