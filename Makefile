@@ -2,6 +2,7 @@
 #   make run    install missing packages, build, serve on 127.0.0.1:8080 (state in ./var)
 #   make test   install missing packages, build, run the whole suite (ctest)
 #   make deps   install missing Debian packages (no-op, no network, when all are present)
+#   make package  build the Debian package build/sofaas_<version>_amd64.deb
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
@@ -16,7 +17,7 @@ DEB_PACKAGES = build-essential cmake pkg-config libuv1-dev node-llhttp \
 	python3 python3-pytest python3-requests curl sqlite3 \
 	systemd man-db adduser dpkg-dev
 
-.PHONY: all deps build run test clean
+.PHONY: all deps build run test package clean
 
 all: build
 
@@ -45,6 +46,9 @@ run: deps build
 
 test: deps build
 	ctest --test-dir $(BUILD_DIR) --output-on-failure -j 1
+
+package: deps build
+	cd $(BUILD_DIR) && cpack -G DEB
 
 clean:
 	rm -rf $(BUILD_DIR) build-asan

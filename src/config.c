@@ -42,10 +42,17 @@ typedef struct section {
 } section;
 
 #define K_STR(st, f, d, rl)                                                    \
-    {#f, T_STRING, offsetof(st, f), 0, 0, d, rl}
+    {                                                                          \
+#f, T_STRING, offsetof(st, f), 0, 0, d, rl                             \
+    }
 #define K_UINT(st, f, lo, hi, d, rl)                                           \
-    {#f, T_UINT, offsetof(st, f), lo, hi, d, rl}
-#define K_BOOL(st, f, d, rl) {#f, T_BOOL, offsetof(st, f), 0, 0, d, rl}
+    {                                                                          \
+#f, T_UINT, offsetof(st, f), lo, hi, d, rl                             \
+    }
+#define K_BOOL(st, f, d, rl)                                                   \
+    {                                                                          \
+#f, T_BOOL, offsetof(st, f), 0, 0, d, rl                               \
+    }
 
 static const key top_keys[] = {
     K_STR(sf_config, listen, "127.0.0.1:8080", false),
@@ -118,8 +125,7 @@ static void *field(sf_config *cfg, const section *s, const key *k)
     return (char *)cfg + s->offset + k->offset;
 }
 
-static const void *cfield(const sf_config *cfg, const section *s,
-                          const key *k)
+static const void *cfield(const sf_config *cfg, const section *s, const key *k)
 {
     return (const char *)cfg + s->offset + k->offset;
 }
@@ -253,17 +259,16 @@ static int set_from_json(sf_config *cfg, const section *s, const key *k,
         break;
     case T_BOOL:
         if (cJSON_IsBool(v))
-            return set_from_string(cfg, s, k,
-                                   cJSON_IsTrue(v) ? "true" : "false", where,
-                                   err);
+            return set_from_string(
+                cfg, s, k, cJSON_IsTrue(v) ? "true" : "false", where, err);
         break;
     case T_UINT:
         if (!cJSON_IsNumber(v))
             break;
         d = v->valuedouble;
         if (d != (double)(long long)d || d < k->min || d > k->max) {
-            fprintf(err, "sofaasd: %s: %s: expected %s, got %g\n", where,
-                    path, expected(k, eb, sizeof(eb)), d);
+            fprintf(err, "sofaasd: %s: %s: expected %s, got %g\n", where, path,
+                    expected(k, eb, sizeof(eb)), d);
             return -EINVAL;
         }
         snprintf(num, sizeof(num), "%lld", (long long)d);
@@ -332,17 +337,20 @@ static int apply_file(sf_config *cfg, const char *path, FILE *err)
         return -EINVAL;
     }
     if (!cJSON_IsObject(root)) {
-        fprintf(err, "sofaasd: %s: expected a JSON object at the top, got "
-                     "%s\n", path, json_type(root));
+        fprintf(err,
+                "sofaasd: %s: expected a JSON object at the top, got "
+                "%s\n",
+                path, json_type(root));
         bad = 1;
         goto out;
     }
-    cJSON_ArrayForEach(it, root) {
+    cJSON_ArrayForEach(it, root)
+    {
         const section *s = NULL;
         const key *k = NULL;
 
-        if (find_key(it->string, &s, &k) == 0 && strchr(it->string, '.') ==
-                                                     NULL) {
+        if (find_key(it->string, &s, &k) == 0 &&
+            strchr(it->string, '.') == NULL) {
             if (set_from_json(cfg, s, k, it, path, err) < 0)
                 bad = 1;
             continue;
@@ -362,14 +370,15 @@ static int apply_file(sf_config *cfg, const char *path, FILE *err)
             bad = 1;
             continue;
         }
-        cJSON_ArrayForEach(sub, it) {
+        cJSON_ArrayForEach(sub, it)
+        {
             k = NULL;
             for (const key *kk = s->keys; kk->name != NULL; kk++)
                 if (strcmp(kk->name, sub->string) == 0)
                     k = kk;
             if (k == NULL) {
-                fprintf(err, "sofaasd: %s: %s.%s: unknown key\n", path,
-                        s->name, sub->string);
+                fprintf(err, "sofaasd: %s: %s.%s: unknown key\n", path, s->name,
+                        sub->string);
                 bad = 1;
             } else if (set_from_json(cfg, s, k, sub, path, err) < 0) {
                 bad = 1;
@@ -389,8 +398,9 @@ static int validate(const sf_config *cfg, const char *where, FILE *err)
     int port;
 
     if (sf_config_parse_listen(cfg->listen, host, sizeof(host), &port) < 0) {
-        fprintf(err, "sofaasd: %s: listen: expected \"HOST:PORT\" (e.g. "
-                     "\"127.0.0.1:8080\" or \"[::1]:8080\"), got '%s'\n",
+        fprintf(err,
+                "sofaasd: %s: listen: expected \"HOST:PORT\" (e.g. "
+                "\"127.0.0.1:8080\" or \"[::1]:8080\"), got '%s'\n",
                 where, cfg->listen);
         return -EINVAL;
     }
@@ -401,8 +411,7 @@ static int validate(const sf_config *cfg, const char *where, FILE *err)
     return 0;
 }
 
-int sf_config_parse_listen(const char *s, char *host, size_t hostlen,
-                           int *port)
+int sf_config_parse_listen(const char *s, char *host, size_t hostlen, int *port)
 {
     const char *colon = strrchr(s, ':');
     char *end;
@@ -506,14 +515,14 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
     if (ov == NULL)
         return SF_CONFIG_EXIT_ERROR;
     for (size_t i = 0; i < NFLAGS; i++)
-        longopts[nl++] = (struct option){flag_keys[i].flag,
-                                         required_argument, NULL, (int)i};
-    longopts[nl++] = (struct option){"config", required_argument, NULL,
-                                     O_CONFIG};
-    longopts[nl++] = (struct option){"check-config", required_argument, NULL,
-                                     O_CHECK};
-    longopts[nl++] = (struct option){"print-config", no_argument, NULL,
-                                     O_PRINT};
+        longopts[nl++] =
+            (struct option){flag_keys[i].flag, required_argument, NULL, (int)i};
+    longopts[nl++] =
+        (struct option){"config", required_argument, NULL, O_CONFIG};
+    longopts[nl++] =
+        (struct option){"check-config", required_argument, NULL, O_CHECK};
+    longopts[nl++] =
+        (struct option){"print-config", no_argument, NULL, O_PRINT};
     longopts[nl++] = (struct option){"set", required_argument, NULL, O_SET};
     longopts[nl++] = (struct option){"version", no_argument, NULL, O_VERSION};
     longopts[nl++] = (struct option){"help", no_argument, NULL, O_HELP};
@@ -602,8 +611,7 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
             act = SF_CONFIG_EXIT_USAGE;
             goto out;
         }
-        if (set_from_string(cfg, s, k, ov[i].value, "command line", err) <
-                0 ||
+        if (set_from_string(cfg, s, k, ov[i].value, "command line", err) < 0 ||
             validate(cfg, "command line", err) < 0) {
             act = SF_CONFIG_EXIT_USAGE;
             goto out;
@@ -613,8 +621,7 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
         printf("sofaasd: %s: OK\n", file);
         act = SF_CONFIG_EXIT_OK;
     } else if (print) {
-        act = print_config(cfg) == 0 ? SF_CONFIG_EXIT_OK
-                                     : SF_CONFIG_EXIT_ERROR;
+        act = print_config(cfg) == 0 ? SF_CONFIG_EXIT_OK : SF_CONFIG_EXIT_ERROR;
     } else {
         act = SF_CONFIG_RUN;
     }
@@ -628,8 +635,8 @@ out:
     return act;
 }
 
-static bool key_equal(const sf_config *a, const sf_config *b,
-                      const section *s, const key *k)
+static bool key_equal(const sf_config *a, const sf_config *b, const section *s,
+                      const key *k)
 {
     const void *fa = cfield(a, s, k), *fb = cfield(b, s, k);
 
@@ -641,8 +648,7 @@ static bool key_equal(const sf_config *a, const sf_config *b,
     case T_BOOL:
         return *(const bool *)fa == *(const bool *)fb;
     case T_LOG_LEVEL:
-        return *(const enum sf_log_level *)fa ==
-               *(const enum sf_log_level *)fb;
+        return *(const enum sf_log_level *)fa == *(const enum sf_log_level *)fb;
     }
     return false;
 }
@@ -717,12 +723,10 @@ cJSON *sf_config_to_json(const sf_config *cfg)
             const void *f = cfield(cfg, s, k);
             switch (k->type) {
             case T_STRING:
-                v = cJSON_AddStringToObject(obj, k->name,
-                                            *(char *const *)f);
+                v = cJSON_AddStringToObject(obj, k->name, *(char *const *)f);
                 break;
             case T_UINT:
-                v = cJSON_AddNumberToObject(obj, k->name,
-                                            *(const unsigned *)f);
+                v = cJSON_AddNumberToObject(obj, k->name, *(const unsigned *)f);
                 break;
             case T_BOOL:
                 v = cJSON_AddBoolToObject(obj, k->name, *(const bool *)f);

@@ -47,9 +47,8 @@ int sf_notify_init(void)
     memcpy(notify_addr.sun_path, sock, len);
     if (sock[0] == '@') /* abstract namespace: leading NUL, no terminator */
         notify_addr.sun_path[0] = '\0';
-    notify_addr_len =
-        (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
-                    (sock[0] == '/' ? 1 : 0));
+    notify_addr_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len +
+                                  (sock[0] == '/' ? 1 : 0));
     notify_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (notify_fd < 0)
         r = -errno;
@@ -62,9 +61,15 @@ out:
     return r;
 }
 
-bool sf_notify_enabled(void) { return notify_fd >= 0; }
+bool sf_notify_enabled(void)
+{
+    return notify_fd >= 0;
+}
 
-uint64_t sf_notify_watchdog_usec(void) { return watchdog_usec; }
+uint64_t sf_notify_watchdog_usec(void)
+{
+    return watchdog_usec;
+}
 
 int sf_notify(const char *fmt, ...)
 {
@@ -143,18 +148,22 @@ int sf_listen_fds_take(int *fd, char *why, size_t whylen)
                pick < n) {
         pick += SF_LISTEN_FDS_START;
     } else {
-        snprintf(why, whylen, "%ld sockets passed and none named http "
-                              "(set FileDescriptorName=http)", n);
+        snprintf(why, whylen,
+                 "%ld sockets passed and none named http "
+                 "(set FileDescriptorName=http)",
+                 n);
         r = -EINVAL;
         goto out;
     }
     if (getsockopt(pick, SOL_SOCKET, SO_TYPE, &type, &ol) < 0 ||
         type != SOCK_STREAM ||
-        (ol = sizeof(acc), getsockopt(pick, SOL_SOCKET, SO_ACCEPTCONN, &acc,
-                                      &ol)) < 0 ||
+        (ol = sizeof(acc),
+         getsockopt(pick, SOL_SOCKET, SO_ACCEPTCONN, &acc, &ol)) < 0 ||
         !acc) {
-        snprintf(why, whylen, "fd %d is not a listening stream socket "
-                              "(use ListenStream= in the socket unit)", pick);
+        snprintf(why, whylen,
+                 "fd %d is not a listening stream socket "
+                 "(use ListenStream= in the socket unit)",
+                 pick);
         r = -EINVAL;
         goto out;
     }

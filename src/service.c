@@ -99,8 +99,7 @@ static void on_closed(uv_handle_t *h)
 static void close_handles(sf_service *s)
 {
     uv_handle_t *hs[] = {(uv_handle_t *)&s->sighup, (uv_handle_t *)&s->sigterm,
-                         (uv_handle_t *)&s->sigint,
-                         (uv_handle_t *)&s->watchdog,
+                         (uv_handle_t *)&s->sigint, (uv_handle_t *)&s->watchdog,
                          (uv_handle_t *)&s->status};
 
     if (s->handles_closed)
@@ -209,8 +208,7 @@ int sf_service_new(uv_loop_t *loop, const sf_service_hooks *hooks,
             goto fail;
         s->status.data = s;
         s->open_handles++;
-        uv_timer_start(&s->status, on_status, STATUS_CHECK_MS,
-                       STATUS_CHECK_MS);
+        uv_timer_start(&s->status, on_status, STATUS_CHECK_MS, STATUS_CHECK_MS);
         /* Status only: must not keep a stopping loop alive on its own. */
         uv_unref((uv_handle_t *)&s->status);
     }

@@ -68,8 +68,8 @@ static int load_token(const char *token_file, char **out)
         n = fread(buf, 1, sizeof(buf) - 1, f);
         fclose(f);
         buf[n] = '\0';
-        while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' ||
-                         buf[n - 1] == ' '))
+        while (n > 0 &&
+               (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
             buf[--n] = '\0';
         if (n == 0) {
             SF_ERR("msg=\"admin token file is empty\" path=%s", token_file);
@@ -357,8 +357,8 @@ int main(int argc, char **argv)
     }
     ac.admin_token = token;
     d.api = sf_api_new(d.reg, d.pool, &ac);
-    d.http = d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api)
-                   : NULL;
+    d.http =
+        d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api) : NULL;
     if (d.http == NULL)
         goto out;
     apply_runtime_settings(&d);
@@ -366,12 +366,13 @@ int main(int argc, char **argv)
         r = sf_http_server_listen_fd(d.http, lfd, &bound);
         if (r < 0)
             SF_ERR("msg=\"cannot serve on the socket systemd passed\" fd=%d "
-                   "error=\"%s\"", lfd, uv_strerror(r));
+                   "error=\"%s\"",
+                   lfd, uv_strerror(r));
     } else {
         r = sf_http_server_listen(d.http, host, port, &bound);
         if (r < 0)
-            SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"",
-                   host, port, uv_strerror(r));
+            SF_ERR("msg=\"cannot listen\" host=%s port=%d error=\"%s\"", host,
+                   port, uv_strerror(r));
     }
     if (r < 0)
         goto out;

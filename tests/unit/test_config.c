@@ -17,8 +17,7 @@
 
 /* Runs sf_config_load on a NULL-terminated flag list; errors land in
  * errbuf. */
-static enum sf_config_action load(sf_config *c, char *errbuf, size_t len,
-                                  ...)
+static enum sf_config_action load(sf_config *c, char *errbuf, size_t len, ...)
 {
     char *argv[32] = {"sofaasd"};
     int argc = 1;
@@ -56,26 +55,26 @@ static void test_parse_listen(void **state)
     char host[64];
     int port = -1;
     (void)state;
-    assert_int_equal(sf_config_parse_listen("127.0.0.1:8080", host,
-                                            sizeof(host), &port), 0);
+    assert_int_equal(
+        sf_config_parse_listen("127.0.0.1:8080", host, sizeof(host), &port), 0);
     assert_string_equal(host, "127.0.0.1");
     assert_int_equal(port, 8080);
-    assert_int_equal(sf_config_parse_listen("[::1]:0", host, sizeof(host),
-                                            &port), 0);
+    assert_int_equal(
+        sf_config_parse_listen("[::1]:0", host, sizeof(host), &port), 0);
     assert_string_equal(host, "::1");
     assert_int_equal(port, 0);
-    assert_int_equal(sf_config_parse_listen("8080", host, sizeof(host),
-                                            &port), -EINVAL);
-    assert_int_equal(sf_config_parse_listen(":8080", host, sizeof(host),
-                                            &port), -EINVAL);
+    assert_int_equal(sf_config_parse_listen("8080", host, sizeof(host), &port),
+                     -EINVAL);
+    assert_int_equal(sf_config_parse_listen(":8080", host, sizeof(host), &port),
+                     -EINVAL);
     assert_int_equal(sf_config_parse_listen("h:", host, sizeof(host), &port),
                      -EINVAL);
-    assert_int_equal(sf_config_parse_listen("h:65536", host, sizeof(host),
-                                            &port), -EINVAL);
-    assert_int_equal(sf_config_parse_listen("h:80x", host, sizeof(host),
-                                            &port), -EINVAL);
-    assert_int_equal(sf_config_parse_listen("[]:80", host, sizeof(host),
-                                            &port), -EINVAL);
+    assert_int_equal(
+        sf_config_parse_listen("h:65536", host, sizeof(host), &port), -EINVAL);
+    assert_int_equal(sf_config_parse_listen("h:80x", host, sizeof(host), &port),
+                     -EINVAL);
+    assert_int_equal(sf_config_parse_listen("[]:80", host, sizeof(host), &port),
+                     -EINVAL);
 }
 
 static void test_defaults_and_flags(void **state)
@@ -98,9 +97,8 @@ static void test_defaults_and_flags(void **state)
     assert_null(c.file);
     sf_config_clear(&c);
 
-    assert_int_equal(load(&c, err, sizeof(err), "--workers", "7",
-                          "--log-level", "debug", "--set",
-                          "access_log=false", "--set",
+    assert_int_equal(load(&c, err, sizeof(err), "--workers", "7", "--log-level",
+                          "debug", "--set", "access_log=false", "--set",
                           "http.body_timeout_ms=500", "--listen", "[::1]:9",
                           NULL),
                      SF_CONFIG_RUN);
@@ -128,12 +126,10 @@ static void test_bad_flags(void **state)
                                 "0..1024, got '-1'"));
     assert_int_equal(load(&c, err, sizeof(err), "--set", "x", NULL),
                      SF_CONFIG_EXIT_USAGE);
-    assert_int_equal(load(&c, err, sizeof(err), "--set", "pool.nope=1",
-                          NULL),
+    assert_int_equal(load(&c, err, sizeof(err), "--set", "pool.nope=1", NULL),
                      SF_CONFIG_EXIT_USAGE);
     assert_non_null(strstr(err, "pool.nope: unknown key"));
-    assert_int_equal(load(&c, err, sizeof(err), "--set", "access_log=1",
-                          NULL),
+    assert_int_equal(load(&c, err, sizeof(err), "--set", "access_log=1", NULL),
                      SF_CONFIG_EXIT_USAGE);
     assert_non_null(strstr(err, "access_log: expected boolean"));
     assert_int_equal(load(&c, err, sizeof(err), "stray", NULL),
@@ -151,9 +147,9 @@ static void test_file(void **state)
 
     path = write_tmp("{\"log_level\":\"warn\",\"pool\":{\"generic_min\":2},"
                      "\"deploy\":{\"max_artifact_mb\":5}}");
-    assert_int_equal(load(&c, err, sizeof(err), "--config", path,
-                          "--workers", "3", NULL),
-                     SF_CONFIG_RUN);
+    assert_int_equal(
+        load(&c, err, sizeof(err), "--config", path, "--workers", "3", NULL),
+        SF_CONFIG_RUN);
     assert_int_equal(c.log_level, SF_LOG_WARN);
     assert_int_equal(c.pool.generic_min, 3); /* the flag wins */
     assert_int_equal(c.deploy.max_artifact_mb, 5);
@@ -172,8 +168,7 @@ static void test_file(void **state)
     unlink(path);
 
     path = write_tmp("[1,2]");
-    assert_int_equal(load(&c, err, sizeof(err), "--check-config", path,
-                          NULL),
+    assert_int_equal(load(&c, err, sizeof(err), "--check-config", path, NULL),
                      SF_CONFIG_EXIT_ERROR);
     assert_non_null(strstr(err, "expected a JSON object at the top"));
     unlink(path);
@@ -206,7 +201,7 @@ static void test_diff_and_keep(void **state)
     assert_string_equal(seen, "listen- pool.generic_min+ ");
     assert_int_equal(sf_config_keep_restart_keys(&b, &a), 0);
     assert_string_equal(b.listen, "127.0.0.1:8080"); /* kept */
-    assert_int_equal(b.pool.generic_min, 9);        /* applied */
+    assert_int_equal(b.pool.generic_min, 9);         /* applied */
     assert_int_equal(sf_config_diff(&a, &b, NULL, NULL), 0);
 
     j = sf_config_to_json(&b);

@@ -76,8 +76,7 @@ static void test_path_socket_and_watchdog_pid(void **state)
     char path[64], pid[32];
     int fd;
     (void)state;
-    snprintf(path, sizeof(path), "/tmp/sofaas-unit-notify-%d",
-             (int)getpid());
+    snprintf(path, sizeof(path), "/tmp/sofaas-unit-notify-%d", (int)getpid());
     fd = bind_dgram(path, false);
     setenv("NOTIFY_SOCKET", path, 1);
     setenv("WATCHDOG_USEC", "1000", 1);
