@@ -110,12 +110,24 @@ static void close_handles(sf_service *s)
             uv_close(hs[i], on_closed);
 }
 
+static void unref_handles(sf_service *s)
+{
+    uv_handle_t *hs[] = {(uv_handle_t *)&s->sighup, (uv_handle_t *)&s->sigterm,
+                         (uv_handle_t *)&s->sigint, (uv_handle_t *)&s->watchdog,
+                         (uv_handle_t *)&s->status};
+
+    for (size_t i = 0; i < sizeof(hs) / sizeof(hs[0]); i++)
+        if (hs[i]->data != NULL)
+            uv_unref(hs[i]);
+}
+
 static void on_signal(uv_signal_t *sig, int signum)
 {
     sf_service *s = sig->data;
 
     if (signum == SIGHUP) {
         if (s->state != SF_SVC_READY) {
+            /* Starting: READY=1 has not been sent; stopping: too late. */
             SF_WARN("msg=\"SIGHUP ignored\" state=%s "
                     "hint=\"reload once the daemon is ready\"",
                     state_names[s->state]);
@@ -132,8 +144,11 @@ static void on_signal(uv_signal_t *sig, int signum)
     SF_INFO("msg=\"shutting down\" signal=%s",
             signum == SIGINT ? "SIGINT" : "SIGTERM");
     transition(s, SF_SVC_STOPPING);
-    /* Our handles must not keep the loop alive while the daemon drains. */
-    close_handles(s);
+    /* Our handles must not keep the loop alive while the daemon drains,
+     * but stay open: a second SIGTERM or a SIGHUP now is ignored (above)
+     * rather than taking the default action, which would kill us mid-drain,
+     * and the watchdog keeps being fed while the loop runs. */
+    unref_handles(s);
     if (s->h.stop != NULL)
         s->h.stop(s->h.ctx, signum);
 }

@@ -312,3 +312,32 @@ def test_listen_fds_not_a_listening_socket_fails(tmp_path):
     pre.close()
     assert proc.returncode == 1
     assert "not a listening stream socket" in logp.read_text()
+
+
+def test_signals_while_draining_are_ignored(daemon_factory, tmp_path):
+    """SIGHUP or a second SIGTERM during the drain must neither kill the
+    daemon (default signal action) nor restart the lifecycle."""
+    import concurrent.futures
+    from conftest import testfn
+
+    n = FakeNotify(str(tmp_path / "notify"))
+    d = daemon_factory(env={"NOTIFY_SOCKET": n.address})
+    try:
+        n.wait_for("READY=1")
+        d.deploy("sleepy", testfn("sleepy"))
+        with concurrent.futures.ThreadPoolExecutor(1) as ex:
+            f = ex.submit(d.invoke, "sleepy", params={"ms": "1500"})
+            time.sleep(0.5)  # the call is in a worker now
+            d.proc.send_signal(signal.SIGTERM)
+            n.wait_for("STOPPING=1")
+            d.proc.send_signal(signal.SIGHUP)
+            d.proc.send_signal(signal.SIGTERM)
+            r = f.result(timeout=30)
+        assert r.status_code == 200 and r.text == "slept 1500\n"
+        assert d.proc.wait(30) == 0
+        n.drain()
+    finally:
+        n.close()
+    seq = [m.split("\n")[0] for m in lifecycle(n.messages)]
+    assert seq == ["READY=1", "STOPPING=1"], n.messages
+    assert "SIGHUP ignored" in d.log()
