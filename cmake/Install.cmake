@@ -77,7 +77,9 @@ endforeach()
 add_custom_target(manpages ALL DEPENDS ${_mans})
 
 install(FILES README.md docs/operations.md docs/configuration.md
-        DESTINATION ${CMAKE_INSTALL_DOCDIR} OPTIONAL)
+        DESTINATION ${CMAKE_INSTALL_DOCDIR})
+# Debian policy: the license as /usr/share/doc/<package>/copyright.
+install(FILES LICENSE DESTINATION ${CMAKE_INSTALL_DOCDIR} RENAME copyright)
 
 # ---- Debian package: cpack -G DEB (from the build directory) ----------------
 set(CPACK_GENERATOR DEB)

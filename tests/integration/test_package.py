@@ -138,6 +138,8 @@ def test_deb_contents(deb):
     files = [l.split()[-1] for l in listing.splitlines()
              if not l.startswith("d")]
     assert sorted(f for f in files if "/doc/" not in f) == EXPECTED_FILES
+    assert "./usr/share/doc/sofaas/copyright" in files
+    assert "./usr/share/doc/sofaas/operations.md" in files
     assert re.search(r"^-rwxr-xr-x root/root .* \./usr/sbin/sofaasd$",
                      listing, re.M)
     info = run(["dpkg-deb", "-I", str(deb)])
