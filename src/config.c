@@ -317,23 +317,21 @@ out:
     return buf;
 }
 
-/* Applies every key of the JSON object in text. Reports all problems. */
-static int apply_file(sf_config *cfg, const char *path, FILE *err)
+/* Applies every key of the JSON object in text (NUL-terminated; path is
+ * for messages). Reports all problems, not just the first. */
+static int apply_text(sf_config *cfg, const char *text, const char *path,
+                      FILE *err)
 {
-    char *text = read_file(path, err);
     const char *ep = NULL;
     cJSON *root, *it, *sub;
     int bad = 0;
 
-    if (text == NULL)
-        return -EINVAL;
     root = cJSON_ParseWithOpts(text, &ep, true);
     if (root == NULL) {
         unsigned line = 1;
         for (const char *c = text; ep != NULL && c < ep; c++)
             line += *c == '\n';
         fprintf(err, "sofaasd: %s:%u: not valid JSON\n", path, line);
-        free(text);
         return -EINVAL;
     }
     if (!cJSON_IsObject(root)) {
@@ -387,8 +385,19 @@ static int apply_file(sf_config *cfg, const char *path, FILE *err)
     }
 out:
     cJSON_Delete(root);
-    free(text);
     return bad ? -EINVAL : 0;
+}
+
+static int apply_file(sf_config *cfg, const char *path, FILE *err)
+{
+    char *text = read_file(path, err);
+    int r;
+
+    if (text == NULL)
+        return -EINVAL;
+    r = apply_text(cfg, text, path, err);
+    free(text);
+    return r;
 }
 
 /* Checks that involve the meaning of a value, not just its type. */
