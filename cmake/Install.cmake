@@ -36,6 +36,7 @@ install(FILES ${CMAKE_BINARY_DIR}/sofaas.pc
 # `cmake --install --prefix X` and cpack both get true paths). The config
 # goes to /etc when the prefix is /usr (GNU convention), else PREFIX/etc.
 install(CODE "set(SOFAAS_SRC \"${CMAKE_SOURCE_DIR}\")
+  set(SOFAAS_BIN \"${CMAKE_BINARY_DIR}\")
   set(SOFAAS_SBINDIR \"${CMAKE_INSTALL_SBINDIR}\")
   set(SOFAAS_UNITDIR \"${SOFAAS_UNITDIR}\")")
 install(CODE [[
@@ -46,7 +47,9 @@ install(CODE [[
   endif()
   file(INSTALL "${SOFAAS_SRC}/packaging/sofaasd.json"
        DESTINATION "${_etc}/sofaas")
-  set(_gen "${CMAKE_CURRENT_BINARY_DIR}/packaging/units")
+  # Not CMAKE_CURRENT_BINARY_DIR: in an install script that is the
+  # caller's working directory.
+  set(_gen "${SOFAAS_BIN}/packaging/units")
   file(MAKE_DIRECTORY "${_gen}")
   foreach(u sofaasd.service sofaasd.socket)
     file(READ "${SOFAAS_SRC}/packaging/systemd/${u}" _u)
