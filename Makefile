@@ -13,7 +13,8 @@ STATE_DIR ?= ./var
 # Everything a fresh Debian 12 needs to build, run and test sofaas.
 DEB_PACKAGES = build-essential cmake pkg-config libuv1-dev node-llhttp \
 	libcjson-dev libseccomp-dev libsqlite3-dev libcmocka-dev \
-	python3 python3-pytest python3-requests curl sqlite3
+	python3 python3-pytest python3-requests curl sqlite3 \
+	python3-prometheus-client python3-yaml
 
 .PHONY: all deps build run test clean
 

@@ -84,6 +84,7 @@ struct worker {
     wstate state;
     uv_process_t proc;
     uv_pipe_t ipc;
+    uv_pipe_t out; /* the worker's stdout+stderr */
     uv_timer_t timer;
     int open_handles;
     bool exited;
@@ -98,6 +99,8 @@ struct worker {
     int pidfd;        /* signals go through it: a recycled pid is never hit */
     bool oom;         /* the memory cgroup OOM-killed it */
     int violation_nr; /* -1 when none */
+    bool untrusted;   /* LOAD was sent: output may come from user code */
+    sf_fnlog_stream outs;
     worker *prev, *next;
 };
 
@@ -110,6 +113,8 @@ struct sf_pool {
     fnv *fns;
     uint64_t next_worker_id;
     uint64_t next_inv_id;
+    unsigned generic_seen; /* workers that said HELLO as generic ones */
+    bool ready_fired;      /* cfg.on_ready has run */
     bool stopping;
 };
 
@@ -241,6 +246,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--w->open_handles > 0)
         return;
     sf_buf_free(&w->rbuf);
+    sf_fnlog_stream_free(&w->outs);
     free(w);
 }
 
@@ -260,6 +266,92 @@ static void close_ipc(worker *w)
 {
     if (!uv_is_closing((uv_handle_t *)&w->ipc))
         uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+}
+
+/* ---- function output ---------------------------------------------------- */
+
+/*
+ * Output before the first LOAD can only be the worker's own log lines
+ * (written whole by log.c): they go to our stderr unchanged. After it, any
+ * byte may come from user code, so it is only ever stored as function
+ * output, tagged with what we know, never passed through as a log line.
+ */
+static void on_output(worker *w, const char *data, size_t len)
+{
+    sf_fnlog_tags t;
+
+    if (!w->untrusted) {
+        (void)!write(STDERR_FILENO, data, len);
+        return;
+    }
+    if (w->fn == NULL || w->val != NULL || w->pool->cfg.fnlog == NULL)
+        return; /* a deploy validation's init output is not kept */
+    t = (sf_fnlog_tags){.function = w->fn->name,
+                        .version = w->fn->version,
+                        .instance = w->id,
+                        .request_id = w->cur ? w->cur->req->request_id
+                                             : NULL};
+    sf_fnlog_feed(w->pool->cfg.fnlog, &w->outs, &t, data, len);
+}
+
+static void on_out_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    /* Consumed synchronously by on_out_read, so one buffer serves all. */
+    static char space[64 << 10];
+
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(space, sizeof(space));
+}
+
+static void close_out(worker *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->out))
+        uv_close((uv_handle_t *)&w->out, on_handle_closed);
+}
+
+static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    worker *w = s->data;
+
+    if (n < 0) {
+        close_out(w);
+        return;
+    }
+    if (n > 0)
+        on_output(w, buf->base, (size_t)n);
+}
+
+/*
+ * Reads whatever output is already in the pipe. The worker flushes stdio
+ * before it writes RESPONSE, so at the response (or at the process's death)
+ * every byte the invocation wrote is in the pipe: draining here, before the
+ * invocation is finished, attributes it to the right request even when the
+ * loop would have polled the two fds in the other order.
+ */
+static void drain_output(worker *w, bool end_of_invocation)
+{
+    uv_os_fd_t fd;
+    char buf[16 << 10];
+
+    if (!uv_is_closing((uv_handle_t *)&w->out) &&
+        uv_fileno((uv_handle_t *)&w->out, &fd) == 0) {
+        for (int i = 0; i < 64; i++) { /* bounded: a writer may keep on */
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;
+            on_output(w, buf, (size_t)n);
+        }
+    }
+    if (end_of_invocation && w->untrusted && w->fn != NULL &&
+        w->val == NULL && w->pool->cfg.fnlog != NULL) {
+        sf_fnlog_tags t = {.function = w->fn->name,
+                           .version = w->fn->version,
+                           .instance = w->id,
+                           .request_id =
+                               w->cur ? w->cur->req->request_id : NULL};
+        sf_fnlog_stream_flush(w->pool->cfg.fnlog, &w->outs, &t);
+    }
 }
 
 static const char *signame(int sig)
@@ -341,6 +433,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 
     w->exited = true;
     uv_timer_stop(&w->timer);
+    drain_output(w, true);
+    close_out(w);
     if (w->pidfd >= 0) {
         close(w->pidfd);
         w->pidfd = -1;
@@ -350,9 +444,10 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     death_detail(w, status, sig, detail, sizeof(detail));
     if (w->kill != KILL_RETIRE && !p->stopping)
         SF_WARN("msg=\"worker died\" instance=%llu pid=%d state=%s "
-                "function=%s detail=\"%s\"",
+                "function=%s request_id=%s detail=\"%s\"",
                 (unsigned long long)w->id, proc->pid, wstate_names[was],
-                f ? f->name : "-", detail);
+                f ? f->name : "-", w->cur ? w->cur->req->request_id : "-",
+                detail);
     transition(w, W_DEAD);
     worker_unlink(w);
     close_ipc(w);
@@ -414,9 +509,10 @@ static void on_timer(uv_timer_t *t)
     worker *w = t->data;
 
     SF_WARN("msg=\"deadline passed, killing instance\" instance=%llu pid=%d "
-            "state=%s function=%s",
+            "state=%s function=%s request_id=%s",
             (unsigned long long)w->id, w->proc.pid, wstate_names[w->state],
-            w->fn ? w->fn->name : "-");
+            w->fn ? w->fn->name : "-",
+            w->cur ? w->cur->req->request_id : "-");
     worker_kill(w, KILL_TIMEOUT);
 }
 
@@ -465,14 +561,17 @@ static void dispatch(worker *w, inv *i)
     int r;
 
     i->dispatch_us = sf_mono_us();
+    drain_output(w, true); /* idle output stays untagged */
+    sf_fnlog_stream_begin(&w->outs);
     w->cur = i;
     transition(w, W_BUSY);
     r = sf_ipc_encode_invoke(i->req, i->id, &meta, &len);
     if (r == 0)
         r = send_frame(w, meta, len, i->req->body, i->req->body_len);
     if (r < 0) {
-        SF_ERR("msg=\"cannot send invocation\" instance=%llu error=%s",
-               (unsigned long long)w->id, uv_strerror(r));
+        SF_ERR("msg=\"cannot send invocation\" instance=%llu request_id=%s "
+               "error=%s",
+               (unsigned long long)w->id, i->req->request_id, uv_strerror(r));
         worker_kill(w, KILL_PROTO);
         return;
     }
@@ -481,6 +580,7 @@ static void dispatch(worker *w, inv *i)
 
 static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
 {
+    w->untrusted = true; /* from here on, output may be user code's */
     sf_load_msg m = {.abi = SOFAAS_ABI_VERSION,
                      .memory_mb = cfg->memory_mb,
                      .timeout_ms = cfg->timeout_ms,
@@ -565,6 +665,7 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
         worker_kill(w, KILL_PROTO);
         return;
     }
+    drain_output(w, true);
     w->cur = NULL;
     res.cold_start = w->served == 0;
     res.init_us = res.cold_start ? w->init_us : 0;
@@ -586,6 +687,16 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
     free(hdrs);
 }
 
+/* Runs cfg.on_ready once: the generic pool has been filled. */
+static void fire_ready(sf_pool *p)
+{
+    if (p->ready_fired || p->stopping)
+        return;
+    p->ready_fired = true;
+    if (p->cfg.on_ready != NULL)
+        p->cfg.on_ready(p->cfg.ready_ctx);
+}
+
 static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
 {
     switch (h->type) {
@@ -593,10 +704,13 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
         if (w->state != W_SPAWNING)
             break;
         transition(w, W_GENERIC);
-        if (w->val != NULL)
+        if (w->val != NULL) {
             start_validation(w);
-        else
-            pump_all(w->pool);
+            return;
+        }
+        if (++w->pool->generic_seen >= w->pool->cfg.generic_min)
+            fire_ready(w->pool);
+        pump_all(w->pool);
         return;
     case SF_FRAME_LOADED:
         if (w->state != W_LOADING)
@@ -688,12 +802,16 @@ static int spawn_worker(sf_pool *p, validation *val)
 {
     worker *w = calloc(1, sizeof(*w));
     uv_os_sock_t fds[2] = {-1, -1};
+    uv_file ofds[2] = {-1, -1};
     uv_process_options_t o = {0};
     uv_stdio_container_t stdio[4];
     char *args[2];
     char lvl[32];
-    char *env[4];
+    char *env[5];
     char ppid[48];
+    char journal[64];
+    const char *js = getenv("JOURNAL_STREAM");
+    size_t ne = 0;
     static const char *const lvls[] = {"error", "warn", "info", "debug"};
     int r;
 
@@ -701,6 +819,15 @@ static int spawn_worker(sf_pool *p, validation *val)
         return UV_ENOMEM;
     r = uv_socketpair(SOCK_STREAM, 0, fds, UV_NONBLOCK_PIPE, 0);
     if (r < 0) {
+        free(w);
+        return r;
+    }
+    /* Our end non-blocking (drain_output reads it directly), theirs
+     * blocking: a function writing faster than we read just waits. */
+    r = uv_pipe(ofds, UV_NONBLOCK_PIPE, 0);
+    if (r < 0) {
+        close(fds[0]);
+        close(fds[1]);
         free(w);
         return r;
     }
@@ -720,21 +847,25 @@ static int spawn_worker(sf_pool *p, validation *val)
      * between fork and PR_SET_PDEATHSIG, it exits instead of orphaning. */
     snprintf(ppid, sizeof(ppid), "SOFAAS_DAEMON_PID=%d", (int)getpid());
     env[0] = lvl;
-    env[1] = ppid;
-    env[2] = NULL;
+    env[++ne] = ppid;
 #if defined(__SANITIZE_ADDRESS__)
     /* Sanitizer builds only: let faults in user code kill the worker with
      * the real signal (the daemon reports it) instead of ASan turning them
      * into exit(1), and skip leak checks of processes we SIGKILL anyway. */
-    env[2] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
-             "handle_abort=0:detect_leaks=0";
-    env[3] = NULL;
+    env[++ne] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+                "handle_abort=0:detect_leaks=0";
 #endif
+    /* So the worker's own lines carry journald priorities like ours. */
+    if (js != NULL && js[0] != '\0' &&
+        snprintf(journal, sizeof(journal), "JOURNAL_STREAM=%s", js) <
+            (int)sizeof(journal))
+        env[++ne] = journal;
+    env[++ne] = NULL;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 2;
+    stdio[1].data.fd = ofds[1];
     stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
+    stdio[2].data.fd = ofds[1];
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = fds[1];
     o.file = p->cfg.worker_path;
@@ -748,23 +879,31 @@ static int spawn_worker(sf_pool *p, validation *val)
     w->ipc.data = w;
     uv_timer_init(p->loop, &w->timer);
     w->timer.data = w;
-    w->open_handles = 2;
+    uv_pipe_init(p->loop, &w->out, 0);
+    w->out.data = w;
+    w->open_handles = 3;
     r = uv_pipe_open(&w->ipc, fds[0]);
+    if (r == 0)
+        r = uv_pipe_open(&w->out, ofds[0]);
+    else
+        close(ofds[0]);
     if (r == 0) {
         w->proc.data = w;
         r = uv_spawn(p->loop, &w->proc, &o);
     }
     close(fds[1]);
+    close(ofds[1]);
     if (r < 0) {
         SF_ERR("msg=\"cannot spawn worker\" path=%s error=%s",
                p->cfg.worker_path, uv_strerror(r));
         w->val = NULL;
         uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+        uv_close((uv_handle_t *)&w->out, on_handle_closed);
         uv_close((uv_handle_t *)&w->timer, on_handle_closed);
         /* uv_spawn failure leaves proc uninitialized: nothing to close. */
         return r;
     }
-    w->open_handles = 3;
+    w->open_handles = 4;
     w->pidfd = (int)syscall(SYS_pidfd_open, w->proc.pid, 0);
     sf_cgroup_add(p->cfg.cgroup, w->id, w->proc.pid);
     p->n_state[W_SPAWNING]++;
@@ -774,6 +913,7 @@ static int spawn_worker(sf_pool *p, validation *val)
         p->workers->prev = w;
     p->workers = w;
     uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
+    uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);
     SF_DEBUG("msg=\"worker spawned\" instance=%llu pid=%d",
              (unsigned long long)w->id, w->proc.pid);
     return 0;
@@ -885,7 +1025,18 @@ int sf_pool_start(sf_pool *p)
         if (r < 0)
             return r;
     }
+    if (p->cfg.generic_min == 0)
+        fire_ready(p);
     return 0;
+}
+
+void sf_pool_foreach_queue(sf_pool *p,
+                           void (*cb)(void *ctx, const char *name,
+                                      int64_t version, unsigned queued),
+                           void *ctx)
+{
+    for (fnv *f = p->fns; f != NULL; f = f->next)
+        cb(ctx, f->name, f->version, (unsigned)f->q_len);
 }
 
 void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,
@@ -998,6 +1149,8 @@ void sf_pool_free(sf_pool *p)
     if (p == NULL)
         return;
     p->stopping = true;
+    /* The fnlog may be freed before the last worker is reaped. */
+    p->cfg.fnlog = NULL;
     for (fnv *f = p->fns; f != NULL; f = f->next) {
         inv *i;
         while ((i = dequeue(f)) != NULL)

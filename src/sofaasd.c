@@ -15,10 +15,13 @@
 #include <uv.h>
 
 #include "api.h"
+#include "fnlog.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "pool.h"
 #include "registry.h"
+#include "router.h"
 
 #define SOFAAS_VERSION "0.1.0"
 
@@ -33,6 +36,9 @@ typedef struct options {
     enum sf_log_level log_level;
     sf_http_limits http;
     unsigned drain_timeout_ms;
+    bool access_log;
+    unsigned fn_log_max_kib;
+    unsigned fn_log_retention_h;
 } options;
 
 typedef struct daemon_state {
@@ -47,6 +53,8 @@ typedef struct daemon_state {
     sf_api *api;
     sf_registry *reg;
     sf_cgroup *cgroup;
+    sf_metrics *metrics;
+    sf_fnlog *fnlog;
 } daemon_state;
 
 static void usage(FILE *f)
@@ -70,6 +78,11 @@ static void usage(FILE *f)
             "  --http-max-connections N       beyond: 503 and close (10000)\n"
             "  --shutdown-drain-timeout-ms N  SIGTERM: let in-flight calls "
             "finish (30000)\n"
+            "  --access-log on|off      one info line per invocation (on)\n"
+            "  --function-log-max-kib N function output kept per "
+            "invocation (64)\n"
+            "  --function-log-retention-hours N  keep function logs (168)\n"
+            "  --print-routes           print the route table and exit\n"
             "  --version, --help\n");
 }
 
@@ -211,6 +224,7 @@ static void on_signal(uv_signal_t *s, int signum)
     if (d->draining)
         return;
     d->draining = true;
+    sf_api_set_ready(d->api, false); /* /readyz: 503 from now on */
     SF_INFO("msg=\"shutting down: no new connections, finishing in-flight "
             "requests\" signal=%s drain_timeout_ms=%u",
             signum == SIGINT ? "SIGINT" : "SIGTERM", d->drain_timeout);
@@ -223,6 +237,24 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_timer_init(d->loop, &d->drain_timer);
     d->drain_timer.data = d;
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, 20);
+}
+
+/* The daemon is ready: listening, database open, generic pool up. */
+static void on_pool_ready(void *ctx)
+{
+    daemon_state *d = ctx;
+
+    sf_api_set_ready(d->api, true);
+    SF_INFO("msg=\"ready\"");
+}
+
+static void print_routes(void)
+{
+    size_t n;
+    const sf_route_def *t = sf_router_table(&n);
+
+    for (size_t i = 0; i < n; i++)
+        printf("%s %s\n", t[i].method, t[i].pattern);
 }
 
 int main(int argc, char **argv)
@@ -240,6 +272,10 @@ int main(int argc, char **argv)
         {"http-keepalive-timeout-ms", required_argument, NULL, 1003},
         {"http-max-connections", required_argument, NULL, 1004},
         {"shutdown-drain-timeout-ms", required_argument, NULL, 1005},
+        {"access-log", required_argument, NULL, 'A'},
+        {"function-log-max-kib", required_argument, NULL, 'F'},
+        {"function-log-retention-hours", required_argument, NULL, 'R'},
+        {"print-routes", no_argument, NULL, 'P'},
         {"version", no_argument, NULL, 'V'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0}};
@@ -249,7 +285,10 @@ int main(int argc, char **argv)
                  .workers = 4,
                  .max_workers = 64,
                  .log_level = SF_LOG_INFO,
-                 .drain_timeout_ms = 30000};
+                 .drain_timeout_ms = 30000,
+                 .access_log = true,
+                 .fn_log_max_kib = 64,
+                 .fn_log_retention_h = 168};
     daemon_state d = {0};
     sf_pool_config pc = {0};
     sf_api_config ac = {0};
@@ -311,6 +350,31 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case 'A':
+            if (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) {
+                fprintf(stderr, "sofaasd: --access-log: expected on|off\n");
+                return 2;
+            }
+            o.access_log = strcmp(optarg, "on") == 0;
+            break;
+        case 'F':
+            if (parse_count(optarg, 1, 1u << 20, &o.fn_log_max_kib) < 0) {
+                fprintf(stderr, "sofaasd: --function-log-max-kib: expected "
+                                "1..1048576\n");
+                return 2;
+            }
+            break;
+        case 'R':
+            if (parse_count(optarg, 1, 24 * 3650, &o.fn_log_retention_h) <
+                0) {
+                fprintf(stderr, "sofaasd: --function-log-retention-hours: "
+                                "expected 1..87600\n");
+                return 2;
+            }
+            break;
+        case 'P':
+            print_routes();
+            return 0;
         case 'V':
             printf("sofaasd %s (function ABI %d)\n", SOFAAS_VERSION,
                    SOFAAS_ABI_VERSION);
@@ -354,6 +418,19 @@ int main(int argc, char **argv)
     if (sf_cgroup_open(&d.cgroup) < 0)
         goto out;
     pc.cgroup = d.cgroup;
+    {
+        sf_fnlog_config fc = {
+            .max_per_invocation = (size_t)o.fn_log_max_kib << 10,
+            .retention_s = (int64_t)o.fn_log_retention_h * 3600};
+        if (sf_fnlog_new(d.loop, sf_registry_db(d.reg), &fc, &d.fnlog) < 0)
+            goto out;
+    }
+    d.metrics = sf_metrics_new(SOFAAS_VERSION);
+    if (d.metrics == NULL)
+        goto out;
+    pc.fnlog = d.fnlog;
+    pc.on_ready = on_pool_ready;
+    pc.ready_ctx = &d;
     pc.worker_path = worker_path;
     pc.generic_min = o.workers;
     pc.max_workers = o.max_workers;
@@ -363,6 +440,9 @@ int main(int argc, char **argv)
         goto out;
     }
     ac.admin_token = token;
+    ac.access_log = o.access_log;
+    ac.metrics = d.metrics;
+    ac.fnlog = d.fnlog;
     d.api = sf_api_new(d.reg, d.pool, &ac);
     d.http = d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api)
                    : NULL;
@@ -375,6 +455,7 @@ int main(int argc, char **argv)
                o.port, uv_strerror(r));
         goto out;
     }
+    sf_metrics_attach(d.metrics, d.pool, d.http);
     if ((r = sf_pool_start(d.pool)) < 0) {
         SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
         goto out;
@@ -401,12 +482,17 @@ out:
         sf_pool_free(d.pool);
         d.pool = NULL;
     }
+    /* After the HTTP server (its followers unfollow as they close) and the
+     * pool (which stops feeding it when freed); before the registry's db. */
+    sf_fnlog_free(d.fnlog);
+    d.fnlog = NULL;
     if (d.loop != NULL) {
         uv_walk(d.loop, on_close_walk, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);
         uv_loop_close(d.loop);
     }
     sf_api_free(d.api);
+    sf_metrics_free(d.metrics);
     sf_registry_free(d.reg);
     sf_cgroup_free(d.cgroup);
     if (token != NULL) {
