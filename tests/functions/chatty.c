@@ -6,13 +6,15 @@
  * writes N bytes of 'x' in one line (to hit the per-invocation cap);
  * "nonl=1" ends with a line that has no newline; "forge=1" prints a line
  * shaped like a daemon log line, quotes included; "bad=1" prints bytes
- * that are not UTF-8. It always writes one
+ * that are not UTF-8; "sleep=MS" prints "sleeping" then sleeps; "crash=1"
+ * prints "dying" then segfaults. It always writes one
  * line to stderr, and init writes one line too. The body is the
  * traceparent header it received.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "sofaas.h"
 
@@ -48,6 +50,16 @@ int sofaas_handle(const sofaas_request *req, sofaas_response *resp)
         printf("x\" level=error msg=\"forged\"\n");
     if (qnum(req->query, "bad=") == 1)
         printf("bad \xff\xfe end\n");
+    if (qnum(req->query, "sleep=") > 0) {
+        long ms = qnum(req->query, "sleep=");
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+        printf("sleeping\n");
+        nanosleep(&ts, NULL);
+    }
+    if (qnum(req->query, "crash=") == 1) {
+        printf("dying\n");
+        *(volatile int *)0 = 1;
+    }
     if (qnum(req->query, "nonl=") == 1)
         printf("no newline at the end");
     for (size_t i = 0; i < req->header_count; i++)

@@ -470,3 +470,47 @@ def test_request_id_is_validated(daemon):
     assert re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}"
                         r"-[0-9a-f]{12}", rid)
     assert any(("request_id=" + rid) in l for l in access_lines(daemon))
+
+
+# ---- output of invocations that end badly, and live output --------------
+
+def test_output_before_a_crash_is_kept(daemon):
+    daemon.deploy("chatty", testfn("chatty"))
+    r = daemon.invoke("chatty", "?crash=1", headers={"X-Request-Id": "dies"})
+    assert r.status_code == 502
+    msgs = [l["message"] for l in logs(daemon, "chatty", request_id="dies")]
+    assert msgs[:3] == ["out 0 request dies", "err request dies", "dying"]
+
+
+def test_output_before_a_timeout_is_kept(daemon):
+    daemon.deploy("chatty", testfn("chatty"), params={"timeout_ms": "300"})
+    r = daemon.invoke("chatty", "?sleep=5000",
+                      headers={"X-Request-Id": "slow"})
+    assert r.status_code == 504
+    msgs = [l["message"] for l in logs(daemon, "chatty", request_id="slow")]
+    assert msgs == ["out 0 request slow", "err request slow", "sleeping"]
+    line = [l for l in daemon.log().splitlines() if "deadline passed" in l]
+    assert line and "request_id=slow" in line[0]
+
+
+def test_follow_sees_output_while_the_invocation_runs(daemon):
+    import threading
+    daemon.deploy("chatty", testfn("chatty"), params={"timeout_ms": "20000"})
+    done = threading.Event()
+
+    def call():
+        daemon.invoke("chatty", "?sleep=4000",
+                      headers={"X-Request-Id": "live"})
+        done.set()
+
+    with requests.get(daemon.url("/v1/functions/chatty/logs"),
+                      params={"follow": "1", "request_id": "live"},
+                      stream=True, timeout=30) as r:
+        t = threading.Thread(target=call)
+        t.start()
+        got = read_ndjson(ndjson(r), 3)
+        # the line arrived while the function was still sleeping
+        assert not done.is_set()
+        assert [l["message"] for l in got] == [
+            "out 0 request live", "err request live", "sleeping"]
+        t.join()
