@@ -231,8 +231,8 @@ static void retention(sf_fnlog *l)
     sqlite3_stmt *st;
     int64_t cutoff = sf_wall_us() - l->retention_s * 1000000;
 
-    if (sqlite3_prepare_v2(l->db, "DELETE FROM function_logs WHERE ts < ?",
-                           -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(l->db, "DELETE FROM function_logs WHERE ts < ?", -1,
+                           &st, NULL) != SQLITE_OK)
         return;
     sqlite3_bind_int64(st, 1, cutoff);
     if (sqlite3_step(st) != SQLITE_DONE)
@@ -252,8 +252,7 @@ static void on_retention_timer(uv_timer_t *t)
 }
 
 /* Records one line (len bytes, no newline) with tags. */
-static void emit(sf_fnlog *l, const sf_fnlog_tags *t, const char *s,
-                 size_t len)
+static void emit(sf_fnlog *l, const sf_fnlog_tags *t, const char *s, size_t len)
 {
     row r = {0};
     char quoted[256 * 4 + 8];
@@ -297,8 +296,7 @@ static void emit(sf_fnlog *l, const sf_fnlog_tags *t, const char *s,
 
     if (l->followers != NULL) {
         cJSON *j = row_json(l->next_id - 1, &r);
-        for (sf_fnlog_follower *f = l->followers, *next; f != NULL;
-             f = next) {
+        for (sf_fnlog_follower *f = l->followers, *next; f != NULL; f = next) {
             next = f->next; /* cb may unfollow f */
             if (strcmp(f->function, r.function) != 0)
                 continue;
@@ -311,8 +309,7 @@ static void emit(sf_fnlog *l, const sf_fnlog_tags *t, const char *s,
         cJSON_Delete(j);
     }
     if (!uv_is_active((uv_handle_t *)&l->flush_timer))
-        uv_timer_start(&l->flush_timer, on_flush_timer, SF_FNLOG_FLUSH_MS,
-                       0);
+        uv_timer_start(&l->flush_timer, on_flush_timer, SF_FNLOG_FLUSH_MS, 0);
 }
 
 /* ---- streams ------------------------------------------------------------ */
@@ -323,7 +320,10 @@ void sf_fnlog_stream_begin(sf_fnlog_stream *s)
     s->truncated = false;
 }
 
-void sf_fnlog_stream_free(sf_fnlog_stream *s) { sf_buf_free(&s->partial); }
+void sf_fnlog_stream_free(sf_fnlog_stream *s)
+{
+    sf_buf_free(&s->partial);
+}
 
 static void emit_partial(sf_fnlog *l, sf_fnlog_stream *s,
                          const sf_fnlog_tags *t, bool strip_cr)
@@ -415,8 +415,9 @@ int sf_fnlog_new(uv_loop_t *loop, sqlite3 *db, const sf_fnlog_config *cfg,
         return -EIO;
     }
     l->next_id = 1;
-    if (sqlite3_prepare_v2(db, "SELECT COALESCE(MAX(id), 0) + 1 FROM "
-                               "function_logs",
+    if (sqlite3_prepare_v2(db,
+                           "SELECT COALESCE(MAX(id), 0) + 1 FROM "
+                           "function_logs",
                            -1, &st, NULL) == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW)
             l->next_id = sqlite3_column_int64(st, 0);
@@ -521,8 +522,8 @@ int sf_fnlog_select(sf_fnlog *l, const sf_fnlog_query *q, cJSON **out)
 }
 
 sf_fnlog_follower *sf_fnlog_follow(sf_fnlog *l, const char *function,
-                                   const char *request_id,
-                                   sf_fnlog_line_cb cb, void *ctx)
+                                   const char *request_id, sf_fnlog_line_cb cb,
+                                   void *ctx)
 {
     sf_fnlog_follower *f = calloc(1, sizeof(*f));
 

@@ -24,8 +24,8 @@
 
 #include "buf.h"
 
-#define SF_FNLOG_LINE_MAX 4096u           /* longer lines are split */
-#define SF_FNLOG_DEFAULT_MAX (64u << 10)  /* bytes per invocation */
+#define SF_FNLOG_LINE_MAX 4096u          /* longer lines are split */
+#define SF_FNLOG_DEFAULT_MAX (64u << 10) /* bytes per invocation */
 #define SF_FNLOG_DEFAULT_RETENTION_S (7 * 24 * 3600)
 #define SF_FNLOG_FLUSH_MS 200
 #define SF_FNLOG_QUERY_MAX 1000 /* rows per GET */
@@ -47,9 +47,9 @@ typedef struct sf_fnlog_tags {
 
 /* Per-worker capture state; zero-initialize, sf_fnlog_stream_free at end. */
 typedef struct sf_fnlog_stream {
-    sf_buf partial;    /* an unfinished line */
-    size_t bytes;      /* accepted since the last invocation began */
-    bool truncated;    /* the marker was written for this invocation */
+    sf_buf partial; /* an unfinished line */
+    size_t bytes;   /* accepted since the last invocation began */
+    bool truncated; /* the marker was written for this invocation */
 } sf_fnlog_stream;
 
 /* Borrows loop and db (which must outlive the fnlog). */
@@ -95,8 +95,8 @@ int sf_fnlog_select(sf_fnlog *l, const sf_fnlog_query *q, cJSON **out);
 typedef struct sf_fnlog_follower sf_fnlog_follower;
 typedef void (*sf_fnlog_line_cb)(void *ctx, const cJSON *line);
 sf_fnlog_follower *sf_fnlog_follow(sf_fnlog *l, const char *function,
-                                   const char *request_id,
-                                   sf_fnlog_line_cb cb, void *ctx);
+                                   const char *request_id, sf_fnlog_line_cb cb,
+                                   void *ctx);
 void sf_fnlog_unfollow(sf_fnlog *l, sf_fnlog_follower *f); /* NULL-safe */
 
 #endif

@@ -40,8 +40,14 @@ static int setup_budget(void **state, size_t max)
     return 0;
 }
 
-static int setup(void **state) { return setup_budget(state, 100); }
-static int setup_big(void **state) { return setup_budget(state, 1 << 20); }
+static int setup(void **state)
+{
+    return setup_budget(state, 100);
+}
+static int setup_big(void **state)
+{
+    return setup_budget(state, 1 << 20);
+}
 
 static int teardown(void **state)
 {
@@ -61,14 +67,15 @@ static int teardown(void **state)
 /* Messages of fn's stored lines, joined with '|'. Caller frees. */
 static char *messages(fixture *f, const char *rid)
 {
-    sf_fnlog_query q = {.function = "fn", .request_id = rid, .since_us = -1,
-                        .limit = 1000};
+    sf_fnlog_query q = {
+        .function = "fn", .request_id = rid, .since_us = -1, .limit = 1000};
     cJSON *arr, *it;
     size_t cap = 1 << 16, n = 0;
     char *out = calloc(1, cap);
 
     assert_int_equal(sf_fnlog_select(f->log, &q, &arr), 0);
-    cJSON_ArrayForEach(it, arr) {
+    cJSON_ArrayForEach(it, arr)
+    {
         const char *m = cJSON_GetObjectItem(it, "message")->valuestring;
         n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? "|" : "", m);
     }
@@ -245,9 +252,8 @@ static void test_select_tail_and_cursor(void **state)
     assert_string_equal(
         cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "message")->valuestring,
         "l1");
-    assert_true(cJSON_IsNull(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "request_id")) ==
-                false);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0),
+                                                 "request_id")) == false);
     cJSON_Delete(arr);
     sf_fnlog_stream_free(&s);
 }

@@ -27,10 +27,10 @@ static void test_parse_valid(void **state)
     assert_int_equal(t.flags, 1);
     assert_true(t.inherited);
     /* a future version may append fields after a dash */
-    assert_true(parses(
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc"));
-    assert_true(parses(
-        "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
+    assert_true(
+        parses("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-abc"));
+    assert_true(
+        parses("01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
 }
 
 static void test_parse_invalid(void **state)
