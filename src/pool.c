@@ -99,7 +99,8 @@ struct worker {
     int pidfd;        /* signals go through it: a recycled pid is never hit */
     bool oom;         /* the memory cgroup OOM-killed it */
     int violation_nr; /* -1 when none */
-    bool untrusted;   /* LOAD was sent: output may come from user code */
+    bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
+    sf_buf trusted;   /* before the mark: an unfinished worker log line */
     sf_fnlog_stream outs;
     worker *prev, *next;
 };
@@ -246,6 +247,7 @@ static void on_handle_closed(uv_handle_t *h)
     if (--w->open_handles > 0)
         return;
     sf_buf_free(&w->rbuf);
+    sf_buf_free(&w->trusted);
     sf_fnlog_stream_free(&w->outs);
     free(w);
 }
@@ -270,18 +272,61 @@ static void close_ipc(worker *w)
 
 /* ---- function output ---------------------------------------------------- */
 
+static void on_output(worker *w, const char *data, size_t len);
+
 /*
- * Output before the first LOAD can only be the worker's own log lines
- * (written whole by log.c): they go to our stderr unchanged. After it, any
- * byte may come from user code, so it is only ever stored as function
- * output, tagged with what we know, never passed through as a log line.
+ * Output before SF_USER_CODE_MARK is the worker's own log (whole lines from
+ * log.c, sandbox reports among them): copied to our stderr line by line.
+ * The mark line itself is dropped; what follows it goes to on_output as
+ * function output. Returns nothing: the switch is w->untrusted.
+ */
+static void trusted_output(worker *w, const char *data, size_t len)
+{
+    static const char mark[] = SF_USER_CODE_MARK;
+    size_t start = 0;
+
+    if (sf_buf_append(&w->trusted, data, len) < 0) {
+        w->untrusted = true; /* fail closed: no more pass-through */
+        sf_buf_free(&w->trusted);
+        return;
+    }
+    for (size_t i = 0; i < w->trusted.len; i++) {
+        size_t n;
+        if (w->trusted.data[i] != '\n')
+            continue;
+        n = i - start;
+        if (n == sizeof(mark) - 1 &&
+            memcmp(w->trusted.data + start, mark, n) == 0) {
+            size_t rest = w->trusted.len - (i + 1);
+            char *tail = rest ? w->trusted.data + i + 1 : NULL;
+            w->untrusted = true;
+            if (rest > 0)
+                on_output(w, tail, rest);
+            sf_buf_free(&w->trusted);
+            return;
+        }
+        (void)!write(STDERR_FILENO, w->trusted.data + start, n + 1);
+        start = i + 1;
+    }
+    sf_buf_consume(&w->trusted, start);
+    /* A worker line longer than log.c ever writes: pass it on as is. */
+    if (w->trusted.len > 8192) {
+        (void)!write(STDERR_FILENO, w->trusted.data, w->trusted.len);
+        w->trusted.len = 0;
+    }
+}
+
+/*
+ * After the mark any byte may come from user code, so it is only ever
+ * stored as function output, tagged with what we know, never passed
+ * through as a log line.
  */
 static void on_output(worker *w, const char *data, size_t len)
 {
     sf_fnlog_tags t;
 
     if (!w->untrusted) {
-        (void)!write(STDERR_FILENO, data, len);
+        trusted_output(w, data, len);
         return;
     }
     if (w->fn == NULL || w->val != NULL || w->pool->cfg.fnlog == NULL)
@@ -580,7 +625,6 @@ static void dispatch(worker *w, inv *i)
 
 static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
 {
-    w->untrusted = true; /* from here on, output may be user code's */
     sf_load_msg m = {.abi = SOFAAS_ABI_VERSION,
                      .memory_mb = cfg->memory_mb,
                      .timeout_ms = cfg->timeout_ms,
@@ -627,6 +671,11 @@ static void on_loaded(worker *w, const char *payload, size_t len)
         return;
     }
     w->init_us = sf_mono_us() - w->load_start_us;
+    /* The mark was written before dlopen, so it is in the pipe by now;
+     * after a successful load, user code has run whatever we read. */
+    drain_output(w, false);
+    if (st == SF_LOAD_OK)
+        w->untrusted = true;
     if (w->val != NULL) {
         validation *v = w->val;
         w->val = NULL;

@@ -37,5 +37,6 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (sf_sandbox_early() != 0)
         _exit(70);
+    SF_DEBUG("msg=\"worker started\"");
     return sf_worker_serve(SF_IPC_FD);
 }

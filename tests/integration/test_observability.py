@@ -128,6 +128,24 @@ def test_output_cannot_forge_daemon_log_lines(daemon):
     assert ("request_id=" + rid) in dbg[0]
 
 
+def test_worker_lines_pass_until_user_code_starts(daemon):
+    daemon.deploy("chatty", testfn("chatty"))
+    rid = daemon.invoke("chatty").headers["X-Request-Id"]
+    text = daemon.log()
+    # the workers' own lines (before any user code) reach the daemon log
+    assert re.search(r'sofaas-worker\[\d+\] level=debug msg="worker started"',
+                     text)
+    # the boundary line is consumed, never shown or stored
+    assert "user code starts here" not in text
+    alll = logs(daemon, "chatty")
+    assert not any("user code starts" in l["message"] for l in alll)
+    # and what user code wrote is only function output
+    assert not any("chatty init" in l for l in text.splitlines()
+                   if 'msg="function output"' not in l)
+    assert [l["message"] for l in alll][0] == "chatty init"
+    assert any(l["request_id"] == rid for l in alll)
+
+
 def test_logs_survive_restart_and_stay_in_sqlite(daemon):
     daemon.deploy("chatty", testfn("chatty"))
     rid = daemon.invoke("chatty").headers["X-Request-Id"]
