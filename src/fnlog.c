@@ -416,8 +416,13 @@ int sf_fnlog_new(uv_loop_t *loop, sqlite3 *db, const sf_fnlog_config *cfg,
     }
     l->next_id = 1;
     if (sqlite3_prepare_v2(db,
-                           "SELECT COALESCE(MAX(id), 0) + 1 FROM "
-                           "function_logs",
+                           /* AUTOINCREMENT's high-water mark outlives
+                            * rows deleted by retention, so an after=
+                            * cursor never sees an id twice. */
+                           "SELECT MAX(COALESCE((SELECT seq FROM "
+                           "sqlite_sequence WHERE name = 'function_logs'), 0), "
+                           "COALESCE((SELECT MAX(id) FROM function_logs), 0)) "
+                           "+ 1",
                            -1, &st, NULL) == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW)
             l->next_id = sqlite3_column_int64(st, 0);

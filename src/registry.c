@@ -57,7 +57,7 @@ static const char *const migrations[] = {
      * invocation (init, idle). No foreign key: logs outlive a deleted
      * function until retention removes them. */
     "CREATE TABLE function_logs ("
-    "  id INTEGER PRIMARY KEY,"
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* ids never reused: cursors */
     "  ts INTEGER NOT NULL,"
     "  function TEXT NOT NULL,"
     "  version INTEGER NOT NULL,"

@@ -258,6 +258,38 @@ static void test_select_tail_and_cursor(void **state)
     sf_fnlog_stream_free(&s);
 }
 
+/* Ids never go back, even when retention has deleted every row. */
+static void test_ids_survive_retention(void **state)
+{
+    fixture *f = *state;
+    sf_fnlog_stream s = {0};
+    sf_fnlog_query q = {.function = "fn", .since_us = -1, .limit = 10};
+    cJSON *arr;
+    double before;
+
+    feed(f, &s, &tags, "a\nb\nc\n");
+    assert_int_equal(sf_fnlog_select(f->log, &q, &arr), 0);
+    before = cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 2), "id")->valuedouble;
+    cJSON_Delete(arr);
+    assert_int_equal(sqlite3_exec(sf_registry_db(f->reg),
+                                  "DELETE FROM function_logs", NULL, NULL,
+                                  NULL),
+                     SQLITE_OK);
+    sf_fnlog_free(f->log);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    assert_int_equal(sf_fnlog_new(&f->loop, sf_registry_db(f->reg), NULL,
+                                  &f->log),
+                     0);
+    feed(f, &s, &tags, "d\n");
+    assert_int_equal(sf_fnlog_select(f->log, &q, &arr), 0);
+    assert_int_equal(cJSON_GetArraySize(arr), 1);
+    assert_true(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(arr, 0), "id")->valuedouble >
+        before);
+    cJSON_Delete(arr);
+    sf_fnlog_stream_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -269,6 +301,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_utf8_cleaned, setup, teardown),
         cmocka_unit_test_setup_teardown(test_followers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_select_tail_and_cursor, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_ids_survive_retention, setup,
                                         teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
