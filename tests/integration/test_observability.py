@@ -532,3 +532,34 @@ def test_follow_sees_output_while_the_invocation_runs(daemon):
         assert [l["message"] for l in got] == [
             "out 0 request live", "err request live", "sleeping"]
         t.join()
+
+
+def test_metrics_gauges_show_queue_and_busy_workers(daemon_factory):
+    import threading
+    d = daemon_factory(args=["--workers", "0", "--max-workers", "1"])
+    d.deploy("sleepy", testfn("sleepy"), params={"timeout_ms": "20000"})
+    threads = [threading.Thread(target=d.invoke, args=("sleepy", "?ms=3000"))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    # poll until all three arrived: one runs, two wait
+    deadline = time.time() + 30
+    while True:
+        fams, _ = metrics(d)
+        q = sample(fams, "sofaas_queue_depth", "sofaas_queue_depth",
+                   function="sleepy")
+        if q == 2:
+            break
+        assert time.time() < deadline, q
+        time.sleep(0.02)
+    assert sample(fams, "sofaas_workers", "sofaas_workers",
+                  state="busy") == 1
+    for t in threads:
+        t.join()
+    fams, _ = metrics(d)
+    assert sample(fams, "sofaas_queue_depth", "sofaas_queue_depth",
+                  function="sleepy") == 0
+    assert sample(fams, "sofaas_invocations", "sofaas_invocations_total",
+                  function="sleepy", status="ok") == 3
+    assert sample(fams, "sofaas_workers", "sofaas_workers",
+                  state="busy") == 0
