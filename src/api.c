@@ -8,14 +8,17 @@
 #include "api.h"
 
 #include <cjson/cJSON.h>
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "artifact.h"
 #include "log.h"
+#include "trace.h"
 #include "util.h"
 
 struct sf_api {
@@ -25,6 +28,10 @@ struct sf_api {
     size_t token_len;
     size_t invoke_body_max;
     size_t deploy_body_max;
+    bool access_log;
+    bool ready;
+    sf_metrics *metrics;
+    sf_fnlog *fnlog;
 };
 
 static const struct {
@@ -427,50 +434,124 @@ static void handle_patch(sf_api *api, sf_http_req *req)
 /* ---- invocation --------------------------------------------------------- */
 
 typedef struct invocation {
+    sf_api *api;
     sf_http_req *req;
     sf_invoke inv;
     char name[64];
     int64_t version;
+    sf_trace trace;
+    char traceparent[SF_TRACEPARENT_LEN + 1];
+    sofaas_header *hdrs; /* the request's, traceparent replaced */
 } invocation;
+
+/*
+ * One line per finished invocation (--access-log=on). billed_ms_estimate
+ * is ceil(duration) in ms: the metering module (issue 5) owns the real
+ * billed figure and replaces this field with billed_ms when it lands.
+ */
+static void access_log(const invocation *iv, const sf_invoke_result *res,
+                       int status, const char *code)
+{
+    SF_INFO("msg=\"access\" request_id=%s function=%s version=%lld "
+            "method=%s status=%d outcome=%s duration_ms=%.3f queue_ms=%.3f "
+            "cold_start=%d init_ms=%.3f instance=%llu trace_id=%s "
+            "billed_ms_estimate=%llu",
+            iv->req->request_id, iv->name, (long long)iv->version,
+            iv->req->method, status, code, (double)res->duration_us / 1000.0,
+            (double)res->queue_us / 1000.0, res->cold_start ? 1 : 0,
+            (double)res->init_us / 1000.0,
+            (unsigned long long)res->instance_id, iv->trace.trace_id,
+            (unsigned long long)((res->duration_us + 999) / 1000));
+}
 
 static void on_invoked(void *ctx, const sf_invoke_result *res)
 {
     invocation *iv = ctx;
+    sf_api *api = iv->api;
     sf_http_req *req = iv->req;
     char inst[24];
+    sofaas_header *h = NULL;
+    int status;
+    const char *code;
 
     snprintf(inst, sizeof(inst), "%llu", (unsigned long long)res->instance_id);
-    SF_DEBUG("msg=\"invocation\" request_id=%s function=%s version=%lld "
-             "status=%s cold_start=%d queue_us=%llu duration_us=%llu",
-             req->request_id, iv->name, (long long)iv->version,
-             inv_errors[res->status].code, res->cold_start,
-             (unsigned long long)res->queue_us,
-             (unsigned long long)res->duration_us);
     if (res->status != SF_INV_OK) {
-        sf_http_error(req, inv_errors[res->status].status,
-                      inv_errors[res->status].code, "function '%s': %s",
-                      iv->name, res->detail ? res->detail : "failed");
+        status = inv_errors[res->status].status;
+        code = inv_errors[res->status].code;
+    } else if (res->resp->rc != 0) {
+        status = 500;
+        code = "function_error";
+    } else {
+        size_t n = res->resp->header_count;
+        status = res->resp->status;
+        code = "ok";
+        h = calloc(n + 2, sizeof(*h));
+        if (h == NULL) {
+            status = 503;
+            code = "overloaded";
+        }
+    }
+    sf_metrics_invocation(api->metrics, iv->name, code, res->duration_us,
+                          res->cold_start);
+    if (api->access_log)
+        access_log(iv, res, status, code);
+    if (res->status != SF_INV_OK) {
+        sf_http_error(req, status, code, "function '%s': %s", iv->name,
+                      res->detail ? res->detail : "failed");
     } else if (res->resp->rc != 0) {
         sf_http_error(req, 500, "function_error",
                       "function '%s' returned %d", iv->name, res->resp->rc);
+    } else if (h == NULL) {
+        sf_http_error(req, 503, "overloaded", "out of memory");
     } else {
         const sf_response *r = res->resp;
         size_t n = r->header_count;
-        sofaas_header *h = calloc(n + 2, sizeof(*h));
-        if (h == NULL) {
-            sf_http_error(req, 503, "overloaded", "out of memory");
-        } else {
-            if (n > 0)
-                memcpy(h, r->headers, n * sizeof(*h));
-            h[n++] = (sofaas_header){"X-Sofaas-Instance", 17, inst,
-                                     strlen(inst)};
-            if (res->cold_start)
-                h[n++] = (sofaas_header){"X-Sofaas-Cold-Start", 19, "1", 1};
-            sf_http_respond(req, r->status, h, n, r->body, r->body_len);
-            free(h);
-        }
+        if (n > 0)
+            memcpy(h, r->headers, n * sizeof(*h));
+        h[n++] = (sofaas_header){"X-Sofaas-Instance", 17, inst, strlen(inst)};
+        if (res->cold_start)
+            h[n++] = (sofaas_header){"X-Sofaas-Cold-Start", 19, "1", 1};
+        sf_http_respond(req, r->status, h, n, r->body, r->body_len);
     }
+    free(h);
+    free(iv->hdrs);
     free(iv);
+}
+
+static bool header_is(const sofaas_header *h, const char *name)
+{
+    size_t n = strlen(name);
+    return h->name_len == n && strncasecmp(h->name, name, n) == 0;
+}
+
+/*
+ * Starts this hop of the trace and gives the function the request headers
+ * with our traceparent in place of the caller's. An invalid traceparent
+ * also invalidates tracestate (W3C Trace Context 3.3.1.1), so it goes too.
+ */
+static int trace_headers(invocation *iv, const sf_http_req *req)
+{
+    const sofaas_header *tp = sf_http_header(req, "traceparent");
+    size_t n = 0;
+
+    sf_trace_start(tp ? tp->value : NULL, tp ? tp->value_len : 0,
+                   &iv->trace);
+    sf_trace_format(&iv->trace, iv->traceparent);
+    iv->hdrs = calloc(req->header_count + 1, sizeof(*iv->hdrs));
+    if (iv->hdrs == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < req->header_count; i++) {
+        const sofaas_header *h = &req->headers[i];
+        if (header_is(h, "traceparent") ||
+            (!iv->trace.inherited && header_is(h, "tracestate")))
+            continue;
+        iv->hdrs[n++] = *h;
+    }
+    iv->hdrs[n++] = (sofaas_header){"traceparent", 11, iv->traceparent,
+                                    SF_TRACEPARENT_LEN};
+    iv->inv.headers = iv->hdrs;
+    iv->inv.header_count = n;
+    return 0;
 }
 
 static void handle_invoke(sf_api *api, sf_http_req *req)
@@ -493,6 +574,7 @@ static void handle_invoke(sf_api *api, sf_http_req *req)
         sf_http_error(req, 503, "overloaded", "out of memory");
         return;
     }
+    iv->api = api;
     iv->req = req;
     snprintf(iv->name, sizeof(iv->name), "%s", f->name);
     iv->version = f->version;
@@ -508,11 +590,252 @@ static void handle_invoke(sf_api *api, sf_http_req *req)
                           .header_count = req->header_count,
                           .body = req->body.data,
                           .body_len = req->body.len};
+    if (trace_headers(iv, req) < 0) {
+        free(iv);
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
     spec = (sf_fn_spec){.name = f->name,
                         .version = f->version,
                         .artifact_path = f->artifact_path,
                         .config = f->config};
     sf_pool_invoke(api->pool, &spec, &iv->inv, on_invoked, iv);
+}
+
+/* ---- observability ------------------------------------------------------ */
+
+static void handle_readyz(sf_api *api, sf_http_req *req)
+{
+    if (api->ready)
+        sf_http_json(req, 200, "{\"status\":\"ready\"}");
+    else
+        sf_http_error(req, 503, "not_ready",
+                      "starting up or shutting down; not serving yet");
+}
+
+static void handle_metrics(sf_api *api, sf_http_req *req)
+{
+    static const sofaas_header ct = {"Content-Type", 12,
+                                     SF_METRICS_CONTENT_TYPE,
+                                     sizeof(SF_METRICS_CONTENT_TYPE) - 1};
+    sf_buf out = {0};
+
+    if (api->metrics == NULL) {
+        sf_http_error(req, 503, "unavailable", "metrics are not enabled");
+        return;
+    }
+    if (sf_metrics_render(api->metrics, &out) < 0) {
+        sf_buf_free(&out);
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    sf_http_respond(req, 200, &ct, 1, out.data, out.len);
+    sf_buf_free(&out);
+}
+
+/* Percent-decodes a raw query value into out (NUL-terminated). */
+static int query_value(const char *v, size_t len, char *out, size_t cap)
+{
+    size_t j = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        char c = v[i];
+        if (c == '%') {
+            unsigned x;
+            if (i + 2 >= len || !isxdigit((unsigned char)v[i + 1]) ||
+                !isxdigit((unsigned char)v[i + 2]) ||
+                sscanf(v + i + 1, "%2x", &x) != 1)
+                return -EINVAL;
+            c = (char)x;
+            i += 2;
+        } else if (c == '+') {
+            c = ' ';
+        }
+        if (j + 1 >= cap || c == '\0')
+            return -EINVAL;
+        out[j++] = c;
+    }
+    out[j] = '\0';
+    return 0;
+}
+
+/* "since": Unix seconds (may have a fraction) or RFC 3339 UTC ("...Z"). */
+static int parse_since(const char *s, int64_t *us)
+{
+    struct tm tm = {0};
+    double secs;
+    char *end;
+    const char *p;
+
+    if (s[0] >= '0' && s[0] <= '9' && strchr(s, '-') == NULL) {
+        secs = strtod(s, &end);
+        if (*end != '\0' || secs < 0 || secs > 1e11)
+            return -EINVAL;
+        *us = (int64_t)(secs * 1e6);
+        return 0;
+    }
+    p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (p == NULL)
+        return -EINVAL;
+    *us = (int64_t)timegm(&tm) * 1000000;
+    if (*p == '.') {
+        int64_t scale = 100000;
+        for (p++; *p >= '0' && *p <= '9'; p++, scale /= 10)
+            *us += (*p - '0') * scale;
+    }
+    if (strcmp(p, "Z") != 0)
+        return -EINVAL;
+    return 0;
+}
+
+typedef struct follow {
+    sf_api *api;
+    sf_http_req *req;
+    sf_fnlog_follower *f;
+} follow;
+
+static void follow_gone(void *ctx)
+{
+    follow *fl = ctx;
+
+    SF_DEBUG("msg=\"log follower left\" request_id=%s", fl->req->request_id);
+    sf_fnlog_unfollow(fl->api->fnlog, fl->f);
+    sf_http_stream_end(fl->req);
+    free(fl);
+}
+
+/* Writes one NDJSON line. On failure follow_gone has already run. */
+static int follow_send(follow *fl, const cJSON *line)
+{
+    char *s = cJSON_PrintUnformatted(line);
+    size_t n;
+    int r;
+
+    if (s == NULL)
+        return 0; /* out of memory: skip the line, keep the stream */
+    n = strlen(s);
+    s[n] = '\n'; /* over the NUL: the length is passed explicitly */
+    r = sf_http_stream_write(fl->req, s, n + 1);
+    free(s);
+    return r;
+}
+
+static void follow_line(void *ctx, const cJSON *line)
+{
+    (void)follow_send(ctx, line);
+}
+
+static void start_follow(sf_api *api, sf_http_req *req,
+                         const sf_fnlog_query *q, cJSON *history)
+{
+    static const sofaas_header hdrs[] = {
+        {"Content-Type", 12, "application/x-ndjson", 20},
+        {"Cache-Control", 13, "no-cache", 8},
+        {"X-Accel-Buffering", 17, "no", 2}, /* nginx: do not buffer */
+    };
+    follow *fl = calloc(1, sizeof(*fl));
+    const cJSON *it;
+
+    if (fl == NULL) {
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    fl->api = api;
+    fl->req = req;
+    fl->f = sf_fnlog_follow(api->fnlog, q->function, q->request_id,
+                            follow_line, fl);
+    if (fl->f == NULL) {
+        free(fl);
+        sf_http_error(req, 503, "overloaded", "out of memory");
+        return;
+    }
+    if (sf_http_stream_begin(req, 200, hdrs, 3, follow_gone, fl) < 0) {
+        follow_gone(fl);
+        return;
+    }
+    SF_DEBUG("msg=\"log follower joined\" request_id=%s function=%s",
+             req->request_id, q->function);
+    cJSON_ArrayForEach(it, history) {
+        if (follow_send(fl, it) < 0)
+            return;
+    }
+}
+
+static void handle_logs(sf_api *api, sf_http_req *req)
+{
+    const sf_function *f = named_function(api, req);
+    sf_fnlog_query q = {.limit = 100, .since_us = -1};
+    char rid[129], val[64], name[64];
+    const char *v;
+    size_t vl;
+    bool follow_mode = false;
+    uint64_t u;
+    cJSON *arr = NULL, *root;
+
+    if (f == NULL)
+        return;
+    if (api->fnlog == NULL) {
+        sf_http_error(req, 503, "unavailable", "function logs are off");
+        return;
+    }
+    snprintf(name, sizeof(name), "%s", f->name);
+    q.function = name;
+    if ((v = sf_query_get(req->query, "request_id", &vl)) != NULL) {
+        if (query_value(v, vl, rid, sizeof(rid)) < 0 || rid[0] == '\0') {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "request_id: at most 128 characters");
+            return;
+        }
+        q.request_id = rid;
+    }
+    if ((v = sf_query_get(req->query, "limit", &vl)) != NULL) {
+        if (sf_parse_u64(v, vl, SF_FNLOG_QUERY_MAX, &u) < 0 || u == 0) {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "limit: expected 1..%u", SF_FNLOG_QUERY_MAX);
+            return;
+        }
+        q.limit = (unsigned)u;
+    }
+    if ((v = sf_query_get(req->query, "after", &vl)) != NULL) {
+        if (sf_parse_u64(v, vl, INT64_MAX, &u) < 0) {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "after: expected a log line id");
+            return;
+        }
+        q.after_id = (int64_t)u;
+    }
+    if ((v = sf_query_get(req->query, "since", &vl)) != NULL) {
+        if (query_value(v, vl, val, sizeof(val)) < 0 ||
+            parse_since(val, &q.since_us) < 0) {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "since: expected Unix seconds or RFC 3339 UTC "
+                          "(2026-11-27T00:00:00Z)");
+            return;
+        }
+    }
+    if ((v = sf_query_get(req->query, "follow", &vl)) != NULL) {
+        if ((vl == 1 && (v[0] == '1' || v[0] == '0')) ||
+            (vl == 4 && strncmp(v, "true", 4) == 0) ||
+            (vl == 5 && strncmp(v, "false", 5) == 0))
+            follow_mode = v[0] == '1' || v[0] == 't';
+        else {
+            sf_http_error(req, 400, "invalid_parameter",
+                          "follow: expected 1 or 0");
+            return;
+        }
+    }
+    if (sf_fnlog_select(api->fnlog, &q, &arr) < 0) {
+        sf_http_error(req, 500, "internal", "could not read function logs");
+        return;
+    }
+    if (follow_mode) {
+        start_follow(api, req, &q, arr);
+        cJSON_Delete(arr);
+        return;
+    }
+    root = cJSON_CreateObject();
+    cJSON_AddItemToObject(root, "logs", arr);
+    respond_json(req, 200, root);
 }
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -524,6 +847,15 @@ static void on_request(void *ctx, sf_http_req *req)
     switch (req->route.id) {
     case SF_ROUTE_HEALTHZ:
         sf_http_json(req, 200, "{\"status\":\"ok\"}");
+        return;
+    case SF_ROUTE_READYZ:
+        handle_readyz(api, req);
+        return;
+    case SF_ROUTE_METRICS:
+        handle_metrics(api, req);
+        return;
+    case SF_ROUTE_FN_LOGS:
+        handle_logs(api, req);
         return;
     case SF_ROUTE_FN_LIST:
         handle_list(api, req);
@@ -557,6 +889,12 @@ static const sf_http_handlers handlers = {on_headers, on_request};
 
 const sf_http_handlers *sf_api_handlers(void) { return &handlers; }
 
+void sf_api_set_ready(sf_api *api, bool ready) { api->ready = ready; }
+
+void sf_api_set_access_log(sf_api *api, bool on) { api->access_log = on; }
+
+bool sf_api_ready(const sf_api *api) { return api->ready; }
+
 sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg)
 {
     sf_api *api = calloc(1, sizeof(*api));
@@ -565,6 +903,9 @@ sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg)
         return NULL;
     api->reg = reg;
     api->pool = pool;
+    api->access_log = cfg->access_log;
+    api->metrics = cfg->metrics;
+    api->fnlog = cfg->fnlog;
     api->invoke_body_max =
         cfg->invoke_body_max ? cfg->invoke_body_max : SF_API_INVOKE_BODY_MAX;
     api->deploy_body_max =

@@ -9,7 +9,9 @@
 
 #include <stddef.h>
 
+#include "fnlog.h"
 #include "http.h"
+#include "metrics.h"
 #include "pool.h"
 #include "registry.h"
 
@@ -20,6 +22,9 @@ typedef struct sf_api_config {
     const char *admin_token; /* NULL: admin API open (loopback only) */
     size_t invoke_body_max;
     size_t deploy_body_max;
+    bool access_log;     /* one info line per invocation (--access-log) */
+    sf_metrics *metrics; /* borrowed; NULL: /metrics answers 503 */
+    sf_fnlog *fnlog;     /* borrowed; NULL: function logs answer 503 */
 } sf_api_config;
 
 typedef struct sf_api sf_api;
@@ -32,6 +37,17 @@ void sf_api_set_limits(sf_api *api, size_t invoke_body_max,
                        size_t deploy_body_max);
 /* Wipes the token and frees. NULL-safe. */
 void sf_api_free(sf_api *api);
+/*
+ * Readiness as /readyz reports it. main sets it true at the moment the
+ * daemon is ready to serve (listening, database open, generic pool up:
+ * sf_pool_on_ready), which is also when systemd gets READY=1, and false
+ * when it starts to stop. Starts false.
+ */
+void sf_api_set_ready(sf_api *api, bool ready);
+/* Turns the per-invocation access log line on or off (SIGHUP). */
+void sf_api_set_access_log(sf_api *api, bool on);
+bool sf_api_ready(const sf_api *api);
+
 /* The handlers to give sf_http_server_new, with api as ctx. */
 const sf_http_handlers *sf_api_handlers(void);
 

@@ -19,6 +19,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "router.h"
+
 #define SOFAAS_NO_ABI_STAMP
 #include "sofaas.h"
 
@@ -85,6 +87,12 @@ static const key deploy_keys[] = {
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
+static const key logs_keys[] = {
+    K_UINT(sf_config_logs, function_max_kib, 1, 1048576, "64", false),
+    K_UINT(sf_config_logs, function_retention_hours, 1, 87600, "168", false),
+    {NULL, 0, 0, 0, 0, NULL, false},
+};
+
 static const key shutdown_keys[] = {
     K_UINT(sf_config_shutdown, drain_timeout_ms, 0, 3600000, "30000", true),
     {NULL, 0, 0, 0, 0, NULL, false},
@@ -97,6 +105,7 @@ static const section sections[] = {
     {"http", offsetof(sf_config, http), http_keys},
     {"deploy", offsetof(sf_config, deploy), deploy_keys},
     {"shutdown", offsetof(sf_config, shutdown), shutdown_keys},
+    {"logs", offsetof(sf_config, logs), logs_keys},
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -117,6 +126,9 @@ static const struct {
     {"http-keepalive-timeout-ms", "http.keepalive_timeout_ms"},
     {"http-max-connections", "http.max_connections"},
     {"shutdown-drain-timeout-ms", "shutdown.drain_timeout_ms"},
+    {"access-log", "access_log"},
+    {"function-log-max-kib", "logs.function_max_kib"},
+    {"function-log-retention-hours", "logs.function_retention_hours"},
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 
@@ -223,8 +235,10 @@ static int set_from_string(sf_config *cfg, const section *s, const key *k,
             return 0;
         break;
     case T_BOOL:
-        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0) {
-            *(bool *)field(cfg, s, k) = v[0] == 't';
+        /* on/off too: flags like --access-log on read naturally. */
+        if (strcmp(v, "true") == 0 || strcmp(v, "false") == 0 ||
+            strcmp(v, "on") == 0 || strcmp(v, "off") == 0) {
+            *(bool *)field(cfg, s, k) = v[0] == 't' || strcmp(v, "on") == 0;
             return 0;
         }
         break;
@@ -470,6 +484,10 @@ void sf_config_usage(FILE *f)
             "  --http-keepalive-timeout-ms N, --http-max-connections N,\n"
             "  --shutdown-drain-timeout-ms N   the http.* and shutdown.* "
             "keys\n"
+            "  --access-log on|off      one info line per invocation (on)\n"
+            "  --function-log-max-kib N, --function-log-retention-hours N\n"
+            "                           the logs.* keys (64, 168)\n"
+            "  --print-routes           print the route table and exit\n"
             "  --version, --help\n"
             "Flags override the config file. See sofaasd(8) and "
             "docs/configuration.md.\n",
@@ -511,8 +529,16 @@ static int print_config(const sf_config *cfg)
 enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
                                      FILE *err)
 {
-    enum { O_CONFIG = 256, O_CHECK, O_PRINT, O_SET, O_VERSION, O_HELP };
-    struct option longopts[NFLAGS + 7];
+    enum {
+        O_CONFIG = 256,
+        O_CHECK,
+        O_PRINT,
+        O_SET,
+        O_VERSION,
+        O_HELP,
+        O_ROUTES
+    };
+    struct option longopts[NFLAGS + 8];
     override *ov = calloc((size_t)argc + 1, sizeof(*ov));
     size_t nov = 0, nl = 0;
     const char *file = NULL;
@@ -533,6 +559,8 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
     longopts[nl++] =
         (struct option){"print-config", no_argument, NULL, O_PRINT};
     longopts[nl++] = (struct option){"set", required_argument, NULL, O_SET};
+    longopts[nl++] =
+        (struct option){"print-routes", no_argument, NULL, O_ROUTES};
     longopts[nl++] = (struct option){"version", no_argument, NULL, O_VERSION};
     longopts[nl++] = (struct option){"help", no_argument, NULL, O_HELP};
     longopts[nl] = (struct option){NULL, 0, NULL, 0};
@@ -573,6 +601,14 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
             ov[nov].path = dup;
             ov[nov++].value = eq + 1;
             break;
+        }
+        case O_ROUTES: {
+            size_t n;
+            const sf_route_def *t = sf_router_table(&n);
+            for (size_t i = 0; i < n; i++)
+                printf("%s %s\n", t[i].method, t[i].pattern);
+            act = SF_CONFIG_EXIT_OK;
+            goto out;
         }
         case O_VERSION:
             printf("sofaasd %s (function ABI %d)\n", SOFAAS_VERSION,

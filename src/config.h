@@ -53,6 +53,11 @@ typedef struct sf_config_shutdown {
     unsigned drain_timeout_ms;
 } sf_config_shutdown;
 
+typedef struct sf_config_logs {
+    unsigned function_max_kib;         /* function output kept per call */
+    unsigned function_retention_hours; /* function logs kept this long */
+} sf_config_logs;
+
 typedef struct sf_config {
     char *file; /* the file that was read, or NULL */
     char *listen;
@@ -64,6 +69,7 @@ typedef struct sf_config {
     sf_config_http http;
     sf_config_deploy deploy;
     sf_config_shutdown shutdown;
+    sf_config_logs logs;
 } sf_config;
 
 /* What main should do after sf_config_load. */

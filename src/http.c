@@ -42,6 +42,7 @@ struct sf_http_server {
     sf_http_limits limits;
     bool draining;
     bool closing;
+    uint64_t status_counts[600]; /* responses by status, for /metrics */
 };
 
 /* What the connection's one timer is measuring. */
@@ -456,6 +457,8 @@ static void write_response(sf_http_conn *c, int status, const char *req_id,
     sf_buf out = {0};
     int r = 0;
 
+    if (status >= 100 && status < 600)
+        c->srv->status_counts[status]++;
     r |= sf_buf_printf(&out,
                        "HTTP/1.1 %d %s\r\nServer: sofaas\r\n"
                        "Content-Length: %zu\r\nX-Request-Id: %s\r\n%s",
@@ -576,6 +579,118 @@ void sf_http_error(sf_http_req *req, int status, const char *code,
     free(body);
 }
 
+/* ---- streaming ---------------------------------------------------------- */
+
+int sf_http_stream_begin(sf_http_req *req, int status,
+                         const sofaas_header *hdrs, size_t nhdrs,
+                         void (*gone)(void *ctx), void *ctx)
+{
+    sf_http_conn *c = req->conn;
+    sf_buf out = {0};
+    int r = 0;
+
+    req->streaming = true;
+    if (c == NULL || c->closing)
+        return -EPIPE;
+    if (status >= 100 && status < 600)
+        c->srv->status_counts[status]++;
+    r |= sf_buf_printf(&out,
+                       "HTTP/1.1 %d %s\r\nServer: sofaas\r\n"
+                       "Transfer-Encoding: chunked\r\nX-Request-Id: %s\r\n"
+                       "%s",
+                       status, reason(status), req->request_id,
+                       !req->keep_alive || c->srv->closing ||
+                               c->srv->draining
+                           ? "Connection: close\r\n"
+                           : "");
+    for (size_t i = 0; i < nhdrs; i++) {
+        if (hop_by_hop(&hdrs[i]))
+            continue;
+        r |= sf_buf_append(&out, hdrs[i].name, hdrs[i].name_len);
+        r |= sf_buf_append(&out, ": ", 2);
+        r |= sf_buf_append(&out, hdrs[i].value, hdrs[i].value_len);
+        r |= sf_buf_append(&out, "\r\n", 2);
+    }
+    r |= sf_buf_append(&out, "\r\n", 2);
+    if (r != 0 || conn_write(c, out.data, out.len) < 0) {
+        if (r != 0)
+            sf_buf_free(&out);
+        conn_close(c); /* req->gone is not set yet: not called */
+        return -EPIPE;
+    }
+    req->gone = gone;
+    req->gone_ctx = ctx;
+    return 0;
+}
+
+int sf_http_stream_write(sf_http_req *req, const void *data, size_t len)
+{
+    sf_http_conn *c = req->conn;
+    sf_buf out = {0};
+
+    if (c == NULL || c->closing)
+        return -EPIPE;
+    if (len == 0)
+        return 0;
+    /* A client that stops reading must not pin unbounded memory. */
+    if (uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp) >
+        SF_HTTP_MAX_STREAM_BACKLOG) {
+        SF_INFO("msg=\"stream client too slow, closing\" request_id=%s "
+                "backlog_bytes=%zu",
+                req->request_id,
+                uv_stream_get_write_queue_size((uv_stream_t *)&c->tcp));
+        conn_close(c);
+        return -EPIPE;
+    }
+    if (sf_buf_printf(&out, "%zx\r\n", len) < 0 ||
+        sf_buf_append(&out, data, len) < 0 ||
+        sf_buf_append(&out, "\r\n", 2) < 0) {
+        sf_buf_free(&out);
+        conn_close(c);
+        return -ENOMEM;
+    }
+    if (conn_write(c, out.data, out.len) < 0) {
+        conn_close(c);
+        return -EPIPE;
+    }
+    return 0;
+}
+
+void sf_http_stream_end(sf_http_req *req)
+{
+    sf_http_conn *c = req->conn;
+
+    req->gone = NULL;
+    if (c == NULL || c->closing) {
+        req_free(req);
+        return;
+    }
+    {
+        char *d = strdup("0\r\n\r\n");
+        if (d == NULL || conn_write(c, d, 5) < 0) {
+            c->active = NULL;
+            req_free(req);
+            conn_close(c);
+            return;
+        }
+    }
+    if (!req->keep_alive || c->eof || c->srv->closing || c->srv->draining)
+        c->close_after_write = true;
+    c->active = NULL;
+    req_free(req);
+    if (!c->closing)
+        set_phase(c, c->cur != NULL ? PHASE_HEADERS : PHASE_IDLE);
+    if (!c->closing && !c->in_process)
+        process(c);
+}
+
+void sf_http_server_status_counts(const sf_http_server *s,
+                                  const uint64_t **counts, size_t *n)
+{
+    *counts = s->status_counts;
+    *n = sizeof(s->status_counts) / sizeof(s->status_counts[0]);
+}
+
 /* ---- connection lifecycle ----------------------------------------------- */
 
 static void process(sf_http_conn *c)
@@ -659,6 +774,11 @@ static void on_read(uv_stream_t *st, ssize_t n, const uv_buf_t *buf)
             return;
         }
         c->eof = true;
+        /* A streamed response lasts while the client stays. */
+        if (c->active != NULL && c->active->streaming) {
+            conn_close(c);
+            return;
+        }
         /* A partial request at EOF can never complete. */
         if (c->active == NULL && c->in.len == 0 && c->writes_pending == 0) {
             conn_close(c);
@@ -706,8 +826,14 @@ static void conn_close(sf_http_conn *c)
         return;
     c->closing = true;
     if (c->active != NULL) {
-        c->active->conn = NULL; /* the API layer still owns it */
+        sf_http_req *a = c->active;
+        a->conn = NULL; /* the API layer still owns it */
         c->active = NULL;
+        if (a->streaming && a->gone != NULL) {
+            void (*gone)(void *) = a->gone;
+            a->gone = NULL;
+            gone(a->gone_ctx); /* may free a through sf_http_stream_end */
+        }
     }
     if (c->prev)
         c->prev->next = c->next;
@@ -966,6 +1092,16 @@ void sf_http_server_drain(sf_http_server *s)
     close_listener(s);
     for (sf_http_conn *c = s->conns, *next; c != NULL; c = next) {
         next = c->next;
+        /* A streamed response (a followed log) never ends by itself: end
+         * it now, cleanly, through its owner (which calls stream_end). */
+        if (c->active != NULL && c->active->streaming &&
+            c->active->gone != NULL) {
+            sf_http_req *a = c->active;
+            void (*gone)(void *) = a->gone;
+            a->gone = NULL;
+            gone(a->gone_ctx);
+            continue;
+        }
         if (c->active == NULL && c->writes_pending == 0)
             conn_close(c);
         else if (c->active == NULL)

@@ -77,6 +77,9 @@ struct sf_http_req {
     size_t *hoff; /* per header: name offset, name len, value off, value len */
     size_t hoff_cap;
     bool in_value;
+    bool streaming;
+    void (*gone)(void *ctx);
+    void *gone_ctx;
 };
 
 typedef struct sf_http_handlers {
@@ -142,5 +145,30 @@ void sf_http_error(sf_http_req *req, int status, const char *code,
 
 /* Convenience: a JSON body with Content-Type: application/json. */
 void sf_http_json(sf_http_req *req, int status, const char *json);
+
+/*
+ * Streaming responses (chunked transfer encoding), for bodies produced
+ * over time such as a followed log. sf_http_stream_begin sends the status
+ * and headers; req then stays owned by the caller until it calls
+ * sf_http_stream_end, which sends the last chunk and frees req. If the
+ * client goes away first (EOF, error, write backlog over
+ * SF_HTTP_MAX_STREAM_BACKLOG, or server shutdown), gone(ctx) runs once; the
+ * caller must then stop writing and call sf_http_stream_end. Returns 0, or
+ * a negative error when the client is already gone (gone is not called;
+ * the caller ends the stream). Writes of len 0 are ignored.
+ */
+#define SF_HTTP_MAX_STREAM_BACKLOG (1u << 20)
+int sf_http_stream_begin(sf_http_req *req, int status,
+                         const sofaas_header *hdrs, size_t nhdrs,
+                         void (*gone)(void *ctx), void *ctx);
+int sf_http_stream_write(sf_http_req *req, const void *data, size_t len);
+void sf_http_stream_end(sf_http_req *req);
+
+/*
+ * Responses sent so far by status code: *counts[code] for code < *n.
+ * Valid while s lives. For the metrics module.
+ */
+void sf_http_server_status_counts(const sf_http_server *s,
+                                  const uint64_t **counts, size_t *n);
 
 #endif

@@ -23,6 +23,16 @@
 /* Worker's end of the socketpair is always this fd. */
 #define SF_IPC_FD 3
 
+/*
+ * A worker's stdout and stderr are one pipe the daemon reads. Until the
+ * worker writes this line (alone, in one write, right before it dlopens the
+ * function) everything on it is the worker's own log and is copied to the
+ * daemon's log; from this line on it may be user code's and is only ever
+ * stored as function output (pool.c, fnlog.c). No secret is needed: only
+ * worker code runs before the line, and text after it cannot undo it.
+ */
+#define SF_USER_CODE_MARK "sofaas-worker: user code starts here"
+
 enum sf_frame_type {
     SF_FRAME_HELLO = 1,     /* W->D  worker is up and generic      */
     SF_FRAME_LOAD = 2,      /* D->W  specialize: load an artifact   */

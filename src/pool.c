@@ -84,6 +84,7 @@ struct worker {
     wstate state;
     uv_process_t proc;
     uv_pipe_t ipc;
+    uv_pipe_t out; /* the worker's stdout+stderr */
     uv_timer_t timer;
     int open_handles;
     bool exited;
@@ -98,6 +99,9 @@ struct worker {
     int pidfd;        /* signals go through it: a recycled pid is never hit */
     bool oom;         /* the memory cgroup OOM-killed it */
     int violation_nr; /* -1 when none */
+    bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
+    sf_buf trusted;   /* before the mark: an unfinished worker log line */
+    sf_fnlog_stream outs;
     worker *prev, *next;
 };
 
@@ -243,6 +247,8 @@ static void on_handle_closed(uv_handle_t *h)
     if (--w->open_handles > 0)
         return;
     sf_buf_free(&w->rbuf);
+    sf_buf_free(&w->trusted);
+    sf_fnlog_stream_free(&w->outs);
     free(w);
 }
 
@@ -262,6 +268,135 @@ static void close_ipc(worker *w)
 {
     if (!uv_is_closing((uv_handle_t *)&w->ipc))
         uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+}
+
+/* ---- function output ---------------------------------------------------- */
+
+static void on_output(worker *w, const char *data, size_t len);
+
+/*
+ * Output before SF_USER_CODE_MARK is the worker's own log (whole lines from
+ * log.c, sandbox reports among them): copied to our stderr line by line.
+ * The mark line itself is dropped; what follows it goes to on_output as
+ * function output. Returns nothing: the switch is w->untrusted.
+ */
+static void trusted_output(worker *w, const char *data, size_t len)
+{
+    static const char mark[] = SF_USER_CODE_MARK;
+    size_t start = 0;
+
+    if (sf_buf_append(&w->trusted, data, len) < 0) {
+        w->untrusted = true; /* fail closed: no more pass-through */
+        sf_buf_free(&w->trusted);
+        return;
+    }
+    for (size_t i = 0; i < w->trusted.len; i++) {
+        size_t n;
+        if (w->trusted.data[i] != '\n')
+            continue;
+        n = i - start;
+        if (n == sizeof(mark) - 1 &&
+            memcmp(w->trusted.data + start, mark, n) == 0) {
+            size_t rest = w->trusted.len - (i + 1);
+            char *tail = rest ? w->trusted.data + i + 1 : NULL;
+            w->untrusted = true;
+            if (rest > 0)
+                on_output(w, tail, rest);
+            sf_buf_free(&w->trusted);
+            return;
+        }
+        (void)!write(STDERR_FILENO, w->trusted.data + start, n + 1);
+        start = i + 1;
+    }
+    sf_buf_consume(&w->trusted, start);
+    /* A worker line longer than log.c ever writes: pass it on as is. */
+    if (w->trusted.len > 8192) {
+        (void)!write(STDERR_FILENO, w->trusted.data, w->trusted.len);
+        w->trusted.len = 0;
+    }
+}
+
+/*
+ * After the mark any byte may come from user code, so it is only ever
+ * stored as function output, tagged with what we know, never passed
+ * through as a log line.
+ */
+static void on_output(worker *w, const char *data, size_t len)
+{
+    sf_fnlog_tags t;
+
+    if (!w->untrusted) {
+        trusted_output(w, data, len);
+        return;
+    }
+    if (w->fn == NULL || w->val != NULL || w->pool->cfg.fnlog == NULL)
+        return; /* a deploy validation's init output is not kept */
+    t = (sf_fnlog_tags){.function = w->fn->name,
+                        .version = w->fn->version,
+                        .instance = w->id,
+                        .request_id = w->cur ? w->cur->req->request_id
+                                             : NULL};
+    sf_fnlog_feed(w->pool->cfg.fnlog, &w->outs, &t, data, len);
+}
+
+static void on_out_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    /* Consumed synchronously by on_out_read, so one buffer serves all. */
+    static char space[64 << 10];
+
+    (void)h;
+    (void)suggested;
+    *buf = uv_buf_init(space, sizeof(space));
+}
+
+static void close_out(worker *w)
+{
+    if (!uv_is_closing((uv_handle_t *)&w->out))
+        uv_close((uv_handle_t *)&w->out, on_handle_closed);
+}
+
+static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
+{
+    worker *w = s->data;
+
+    if (n < 0) {
+        close_out(w);
+        return;
+    }
+    if (n > 0)
+        on_output(w, buf->base, (size_t)n);
+}
+
+/*
+ * Reads whatever output is already in the pipe. The worker flushes stdio
+ * before it writes RESPONSE, so at the response (or at the process's death)
+ * every byte the invocation wrote is in the pipe: draining here, before the
+ * invocation is finished, attributes it to the right request even when the
+ * loop would have polled the two fds in the other order.
+ */
+static void drain_output(worker *w, bool end_of_invocation)
+{
+    uv_os_fd_t fd;
+    char buf[16 << 10];
+
+    if (!uv_is_closing((uv_handle_t *)&w->out) &&
+        uv_fileno((uv_handle_t *)&w->out, &fd) == 0) {
+        for (int i = 0; i < 64; i++) { /* bounded: a writer may keep on */
+            ssize_t n = read(fd, buf, sizeof(buf));
+            if (n <= 0)
+                break;
+            on_output(w, buf, (size_t)n);
+        }
+    }
+    if (end_of_invocation && w->untrusted && w->fn != NULL &&
+        w->val == NULL && w->pool->cfg.fnlog != NULL) {
+        sf_fnlog_tags t = {.function = w->fn->name,
+                           .version = w->fn->version,
+                           .instance = w->id,
+                           .request_id =
+                               w->cur ? w->cur->req->request_id : NULL};
+        sf_fnlog_stream_flush(w->pool->cfg.fnlog, &w->outs, &t);
+    }
 }
 
 static const char *signame(int sig)
@@ -343,6 +478,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 
     w->exited = true;
     uv_timer_stop(&w->timer);
+    drain_output(w, true);
+    close_out(w);
     if (w->pidfd >= 0) {
         close(w->pidfd);
         w->pidfd = -1;
@@ -352,9 +489,10 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     death_detail(w, status, sig, detail, sizeof(detail));
     if (w->kill != KILL_RETIRE && !p->stopping)
         SF_WARN("msg=\"worker died\" instance=%llu pid=%d state=%s "
-                "function=%s detail=\"%s\"",
+                "function=%s request_id=%s detail=\"%s\"",
                 (unsigned long long)w->id, proc->pid, wstate_names[was],
-                f ? f->name : "-", detail);
+                f ? f->name : "-", w->cur ? w->cur->req->request_id : "-",
+                detail);
     transition(w, W_DEAD);
     worker_unlink(w);
     close_ipc(w);
@@ -416,9 +554,10 @@ static void on_timer(uv_timer_t *t)
     worker *w = t->data;
 
     SF_WARN("msg=\"deadline passed, killing instance\" instance=%llu pid=%d "
-            "state=%s function=%s",
+            "state=%s function=%s request_id=%s",
             (unsigned long long)w->id, w->proc.pid, wstate_names[w->state],
-            w->fn ? w->fn->name : "-");
+            w->fn ? w->fn->name : "-",
+            w->cur ? w->cur->req->request_id : "-");
     worker_kill(w, KILL_TIMEOUT);
 }
 
@@ -467,14 +606,17 @@ static void dispatch(worker *w, inv *i)
     int r;
 
     i->dispatch_us = sf_mono_us();
+    drain_output(w, true); /* idle output stays untagged */
+    sf_fnlog_stream_begin(&w->outs);
     w->cur = i;
     transition(w, W_BUSY);
     r = sf_ipc_encode_invoke(i->req, i->id, &meta, &len);
     if (r == 0)
         r = send_frame(w, meta, len, i->req->body, i->req->body_len);
     if (r < 0) {
-        SF_ERR("msg=\"cannot send invocation\" instance=%llu error=%s",
-               (unsigned long long)w->id, uv_strerror(r));
+        SF_ERR("msg=\"cannot send invocation\" instance=%llu request_id=%s "
+               "error=%s",
+               (unsigned long long)w->id, i->req->request_id, uv_strerror(r));
         worker_kill(w, KILL_PROTO);
         return;
     }
@@ -529,6 +671,11 @@ static void on_loaded(worker *w, const char *payload, size_t len)
         return;
     }
     w->init_us = sf_mono_us() - w->load_start_us;
+    /* The mark was written before dlopen, so it is in the pipe by now;
+     * after a successful load, user code has run whatever we read. */
+    drain_output(w, false);
+    if (st == SF_LOAD_OK)
+        w->untrusted = true;
     if (w->val != NULL) {
         validation *v = w->val;
         w->val = NULL;
@@ -567,6 +714,7 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
         worker_kill(w, KILL_PROTO);
         return;
     }
+    drain_output(w, true);
     w->cur = NULL;
     res.cold_start = w->served == 0;
     res.init_us = res.cold_start ? w->init_us : 0;
@@ -703,12 +851,16 @@ static int spawn_worker(sf_pool *p, validation *val)
 {
     worker *w = calloc(1, sizeof(*w));
     uv_os_sock_t fds[2] = {-1, -1};
+    uv_file ofds[2] = {-1, -1};
     uv_process_options_t o = {0};
     uv_stdio_container_t stdio[4];
     char *args[2];
     char lvl[32];
-    char *env[4];
+    char *env[5];
     char ppid[48];
+    char journal[64];
+    const char *js = getenv("JOURNAL_STREAM");
+    size_t ne = 0;
     static const char *const lvls[] = {"error", "warn", "info", "debug"};
     int r;
 
@@ -716,6 +868,15 @@ static int spawn_worker(sf_pool *p, validation *val)
         return UV_ENOMEM;
     r = uv_socketpair(SOCK_STREAM, 0, fds, UV_NONBLOCK_PIPE, 0);
     if (r < 0) {
+        free(w);
+        return r;
+    }
+    /* Our end non-blocking (drain_output reads it directly), theirs
+     * blocking: a function writing faster than we read just waits. */
+    r = uv_pipe(ofds, UV_NONBLOCK_PIPE, 0);
+    if (r < 0) {
+        close(fds[0]);
+        close(fds[1]);
         free(w);
         return r;
     }
@@ -735,21 +896,25 @@ static int spawn_worker(sf_pool *p, validation *val)
      * between fork and PR_SET_PDEATHSIG, it exits instead of orphaning. */
     snprintf(ppid, sizeof(ppid), "SOFAAS_DAEMON_PID=%d", (int)getpid());
     env[0] = lvl;
-    env[1] = ppid;
-    env[2] = NULL;
+    env[++ne] = ppid;
 #if defined(__SANITIZE_ADDRESS__)
     /* Sanitizer builds only: let faults in user code kill the worker with
      * the real signal (the daemon reports it) instead of ASan turning them
      * into exit(1), and skip leak checks of processes we SIGKILL anyway. */
-    env[2] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
-             "handle_abort=0:detect_leaks=0";
-    env[3] = NULL;
+    env[++ne] = "ASAN_OPTIONS=handle_segv=0:handle_sigbus=0:handle_sigfpe=0:"
+                "handle_abort=0:detect_leaks=0";
 #endif
+    /* So the worker's own lines carry journald priorities like ours. */
+    if (js != NULL && js[0] != '\0' &&
+        snprintf(journal, sizeof(journal), "JOURNAL_STREAM=%s", js) <
+            (int)sizeof(journal))
+        env[++ne] = journal;
+    env[++ne] = NULL;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = 2;
+    stdio[1].data.fd = ofds[1];
     stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = 2;
+    stdio[2].data.fd = ofds[1];
     stdio[3].flags = UV_INHERIT_FD;
     stdio[3].data.fd = fds[1];
     o.file = p->cfg.worker_path;
@@ -763,23 +928,31 @@ static int spawn_worker(sf_pool *p, validation *val)
     w->ipc.data = w;
     uv_timer_init(p->loop, &w->timer);
     w->timer.data = w;
-    w->open_handles = 2;
+    uv_pipe_init(p->loop, &w->out, 0);
+    w->out.data = w;
+    w->open_handles = 3;
     r = uv_pipe_open(&w->ipc, fds[0]);
+    if (r == 0)
+        r = uv_pipe_open(&w->out, ofds[0]);
+    else
+        close(ofds[0]);
     if (r == 0) {
         w->proc.data = w;
         r = uv_spawn(p->loop, &w->proc, &o);
     }
     close(fds[1]);
+    close(ofds[1]);
     if (r < 0) {
         SF_ERR("msg=\"cannot spawn worker\" path=%s error=%s",
                p->cfg.worker_path, uv_strerror(r));
         w->val = NULL;
         uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+        uv_close((uv_handle_t *)&w->out, on_handle_closed);
         uv_close((uv_handle_t *)&w->timer, on_handle_closed);
         /* uv_spawn failure leaves proc uninitialized: nothing to close. */
         return r;
     }
-    w->open_handles = 3;
+    w->open_handles = 4;
     w->pidfd = (int)syscall(SYS_pidfd_open, w->proc.pid, 0);
     sf_cgroup_add(p->cfg.cgroup, w->id, w->proc.pid);
     p->n_state[W_SPAWNING]++;
@@ -789,6 +962,7 @@ static int spawn_worker(sf_pool *p, validation *val)
         p->workers->prev = w;
     p->workers = w;
     uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
+    uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);
     SF_DEBUG("msg=\"worker spawned\" instance=%llu pid=%d",
              (unsigned long long)w->id, w->proc.pid);
     return 0;
@@ -931,6 +1105,15 @@ void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
     maybe_spawn(p);
 }
 
+void sf_pool_foreach_queue(sf_pool *p,
+                           void (*cb)(void *ctx, const char *name,
+                                      int64_t version, unsigned queued),
+                           void *ctx)
+{
+    for (fnv *f = p->fns; f != NULL; f = f->next)
+        cb(ctx, f->name, f->version, (unsigned)f->q_len);
+}
+
 void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,
                     sf_invoke_cb cb, void *ctx)
 {
@@ -1041,6 +1224,8 @@ void sf_pool_free(sf_pool *p)
     if (p == NULL)
         return;
     p->stopping = true;
+    /* The fnlog may be freed before the last worker is reaped. */
+    p->cfg.fnlog = NULL;
     for (fnv *f = p->fns; f != NULL; f = f->next) {
         inv *i;
         while ((i = dequeue(f)) != NULL)

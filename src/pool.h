@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "cgroup.h"
+#include "fnlog.h"
 #include "ipc.h"
 #include "log.h"
 #include "registry.h"
@@ -33,6 +34,13 @@ typedef struct sf_pool_config {
      * from which the daemon reports itself ready. May be NULL. */
     void (*on_ready)(void *ctx);
     void *ready_ctx;
+    /*
+     * Function output (fds 1 and 2 of every worker share one pipe the pool
+     * reads) goes here, tagged; borrowed, may be NULL (output discarded).
+     * Output of a worker that has not begun loading user code is the
+     * worker's own log and is copied to the daemon's stderr instead.
+     */
+    sf_fnlog *fnlog;
 } sf_pool_config;
 
 /* A function version to run. The pool copies what it keeps. */
@@ -113,6 +121,12 @@ typedef struct sf_pool_stats {
     unsigned queued;
 } sf_pool_stats;
 void sf_pool_get_stats(sf_pool *p, sf_pool_stats *s);
+
+/* Calls cb once per function version the pool knows, with its queue length. */
+void sf_pool_foreach_queue(sf_pool *p,
+                           void (*cb)(void *ctx, const char *name,
+                                      int64_t version, unsigned queued),
+                           void *ctx);
 
 /*
  * Kills every worker, fails queued invocations with SF_INV_UNAVAILABLE and

@@ -52,6 +52,22 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (function, version)"
     ");"
     "CREATE INDEX versions_sha256 ON versions(sha256);",
+    /* 2: function logs (fnlog.c): stdout/stderr lines of functions. ts is
+     * microseconds since the epoch; request_id is NULL outside an
+     * invocation (init, idle). No foreign key: logs outlive a deleted
+     * function until retention removes them. */
+    "CREATE TABLE function_logs ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT," /* ids never reused: cursors */
+    "  ts INTEGER NOT NULL,"
+    "  function TEXT NOT NULL,"
+    "  version INTEGER NOT NULL,"
+    "  instance INTEGER NOT NULL,"
+    "  request_id TEXT,"
+    "  message TEXT NOT NULL"
+    ");"
+    "CREATE INDEX function_logs_function ON function_logs(function, id);"
+    "CREATE INDEX function_logs_request ON function_logs(request_id);"
+    "CREATE INDEX function_logs_ts ON function_logs(ts);",
 };
 
 static int exec(sqlite3 *db, const char *sql)

@@ -11,11 +11,14 @@
 
 static const sf_route_def routes[] = {
     {"GET", "/healthz", SF_ROUTE_HEALTHZ},
+    {"GET", "/readyz", SF_ROUTE_READYZ},
+    {"GET", "/metrics", SF_ROUTE_METRICS},
     {"GET", "/v1/functions", SF_ROUTE_FN_LIST},
     {"PUT", "/v1/functions/{name}", SF_ROUTE_FN_DEPLOY},
     {"GET", "/v1/functions/{name}", SF_ROUTE_FN_GET},
     {"DELETE", "/v1/functions/{name}", SF_ROUTE_FN_DELETE},
     {"PATCH", "/v1/functions/{name}", SF_ROUTE_FN_PATCH},
+    {"GET", "/v1/functions/{name}/logs", SF_ROUTE_FN_LOGS},
     {"*", "/fn/{name}{path...}", SF_ROUTE_INVOKE},
 };
 

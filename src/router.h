@@ -21,6 +21,9 @@ typedef enum sf_route_id {
     SF_ROUTE_FN_DELETE,
     SF_ROUTE_FN_PATCH,
     SF_ROUTE_INVOKE,
+    SF_ROUTE_READYZ,
+    SF_ROUTE_METRICS,
+    SF_ROUTE_FN_LOGS,
 } sf_route_id;
 
 typedef struct sf_route {

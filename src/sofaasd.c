@@ -20,8 +20,10 @@
 
 #include "api.h"
 #include "config.h"
+#include "fnlog.h"
 #include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "pool.h"
 #include "registry.h"
@@ -41,6 +43,8 @@ typedef struct daemon_state {
     sf_api *api;
     sf_registry *reg;
     sf_cgroup *cgroup;
+    sf_metrics *metrics;
+    sf_fnlog *fnlog;
 } daemon_state;
 
 static bool is_loopback(const char *host)
@@ -143,6 +147,8 @@ static void apply_runtime_settings(daemon_state *d)
     };
 
     sf_log_set_level(c->log_level);
+    if (d->api != NULL)
+        sf_api_set_access_log(d->api, c->access_log);
     if (d->http != NULL)
         sf_http_server_set_limits(d->http, &hl);
     if (d->api != NULL)
@@ -160,6 +166,8 @@ static void on_pool_ready(void *ctx)
 
     SF_INFO("msg=\"ready\" addr=%s generic_workers=%u", d->addr,
             d->cfg.pool.generic_min);
+    /* /readyz turns 200 at the same moment systemd hears READY=1. */
+    sf_api_set_ready(d->api, true);
     sf_service_ready(d->svc);
 }
 
@@ -258,6 +266,7 @@ static void svc_stop(void *ctx, int signum)
     daemon_state *d = ctx;
 
     (void)signum;
+    sf_api_set_ready(d->api, false); /* /readyz: 503 from now on */
     SF_INFO("msg=\"no new connections, finishing in-flight requests\" "
             "drain_timeout_ms=%u",
             d->cfg.shutdown.drain_timeout_ms);
@@ -345,6 +354,17 @@ int main(int argc, char **argv)
     if (sf_cgroup_open(&d.cgroup) < 0)
         goto out;
     pc.cgroup = d.cgroup;
+    {
+        sf_fnlog_config fc = {
+            .max_per_invocation = (size_t)d.cfg.logs.function_max_kib << 10,
+            .retention_s = (int64_t)d.cfg.logs.function_retention_hours * 3600};
+        if (sf_fnlog_new(d.loop, sf_registry_db(d.reg), &fc, &d.fnlog) < 0)
+            goto out;
+    }
+    d.metrics = sf_metrics_new(SOFAAS_VERSION);
+    if (d.metrics == NULL)
+        goto out;
+    pc.fnlog = d.fnlog;
     pc.worker_path = worker_path;
     pc.generic_min = d.cfg.pool.generic_min;
     pc.max_workers = d.cfg.pool.max_workers;
@@ -356,6 +376,9 @@ int main(int argc, char **argv)
         goto out;
     }
     ac.admin_token = token;
+    ac.access_log = d.cfg.access_log;
+    ac.metrics = d.metrics;
+    ac.fnlog = d.fnlog;
     d.api = sf_api_new(d.reg, d.pool, &ac);
     d.http =
         d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api) : NULL;
@@ -384,6 +407,7 @@ int main(int argc, char **argv)
             d.cfg.pool.generic_min, d.cfg.pool.max_workers,
             token ? "set" : "none", d.cfg.file ? d.cfg.file : "-",
             SOFAAS_VERSION);
+    sf_metrics_attach(d.metrics, d.pool, d.http);
     /* READY=1 follows from on_pool_ready once the generic workers are up. */
     if ((r = sf_pool_start(d.pool)) < 0) {
         SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
@@ -396,6 +420,10 @@ out:
     sf_http_server_close(d.http);
     sf_pool_free(d.pool);
     sf_service_close(d.svc);
+    /* After the HTTP server (its followers unfollow as they close) and the
+     * pool (which stops feeding it when freed); before the registry's db. */
+    sf_fnlog_free(d.fnlog);
+    d.fnlog = NULL;
     if (d.loop != NULL) {
         uv_walk(d.loop, on_close_walk, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);
@@ -404,6 +432,7 @@ out:
         close(lfd);
     }
     sf_api_free(d.api);
+    sf_metrics_free(d.metrics);
     sf_registry_free(d.reg);
     sf_cgroup_free(d.cgroup);
     sf_notify_close();

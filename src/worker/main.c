@@ -31,7 +31,12 @@ int main(int argc, char **argv)
         return 64;
     }
     signal(SIGPIPE, SIG_IGN);
+    /* stdout and stderr are a pipe the daemon reads as the function's log:
+     * line buffering keeps lines in the order written and lets a follower
+     * see them while a long invocation still runs. */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     if (sf_sandbox_early() != 0)
         _exit(70);
+    SF_DEBUG("msg=\"worker started\"");
     return sf_worker_serve(SF_IPC_FD);
 }

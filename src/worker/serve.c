@@ -125,6 +125,15 @@ static int do_load(int fd, const char *payload, size_t len)
         _exit(70);
     }
 
+    /* Everything after this line on stdout/stderr is function output (ipc.h).
+     * Fail closed: without the mark the daemon would keep treating our
+     * output as trusted log lines. */
+    if (write(STDERR_FILENO, SF_USER_CODE_MARK "\n",
+              sizeof(SF_USER_CODE_MARK)) != (ssize_t)sizeof(SF_USER_CODE_MARK)) {
+        send_loaded(fd, SF_LOAD_ERR_SANDBOX, "cannot mark the output stream");
+        _exit(70);
+    }
+
     /* RTLD_NOW: fail here on unresolved symbols, not mid-request. */
     h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
     if (h == NULL) {

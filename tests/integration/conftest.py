@@ -76,7 +76,7 @@ class Daemon:
                 r = requests.get(self.url("/healthz"), timeout=1)
                 if r.status_code == 200:
                     return
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):
                 pass
             time.sleep(0.02)
         raise RuntimeError("sofaasd not ready:\n" + self.log())

@@ -34,7 +34,7 @@ def closed_after(sock, timeout=5):
 
 def invocations_seen(d):
     """How many requests the daemon dispatched to functions (from its log)."""
-    return d.log().count('msg="invocation"')
+    return d.log().count('msg="access"')
 
 
 def test_framing_attacks_get_400_and_close(daemon):

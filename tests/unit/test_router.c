@@ -84,6 +84,38 @@ static void test_admin_routes(void **state)
     assert_false(r.admin);
 }
 
+static void test_observability_routes(void **state)
+{
+    sf_route r;
+    (void)state;
+
+    match("GET", "/readyz", &r);
+    assert_int_equal(r.id, SF_ROUTE_READYZ);
+    assert_false(r.admin);
+    match("GET", "/metrics", &r);
+    assert_int_equal(r.id, SF_ROUTE_METRICS);
+    assert_false(r.admin);
+    match("POST", "/metrics", &r);
+    assert_int_equal(r.id, SF_ROUTE_NONE);
+    assert_int_equal(r.miss_status, 405);
+
+    /* function logs are admin, and the name is checked like elsewhere */
+    match("GET", "/v1/functions/my-fn/logs", &r);
+    assert_int_equal(r.id, SF_ROUTE_FN_LOGS);
+    assert_true(r.admin);
+    assert_true(r.name_valid);
+    assert_int_equal(r.name_len, 5);
+    match("GET", "/v1/functions/Bad/logs", &r);
+    assert_int_equal(r.id, SF_ROUTE_FN_LOGS);
+    assert_false(r.name_valid);
+    match("DELETE", "/v1/functions/my-fn/logs", &r);
+    assert_int_equal(r.id, SF_ROUTE_NONE);
+    assert_int_equal(r.miss_status, 405);
+    match("GET", "/v1/functions/my-fn/logs/x", &r);
+    assert_int_equal(r.id, SF_ROUTE_NONE);
+    assert_int_equal(r.miss_status, 404);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -121,6 +153,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_invoke_routes),
         cmocka_unit_test(test_admin_routes),
+        cmocka_unit_test(test_observability_routes),
         cmocka_unit_test(test_names),
         cmocka_unit_test(test_table_is_consistent),
     };
