@@ -334,7 +334,12 @@ static void on_validated(void *ctx, bool ok, const char *reason)
                 "request_id=%s",
                 d->name, d->sha, reason, req->request_id);
         sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
-        sf_http_error(req, 422, "invalid_artifact", "%s", reason);
+        if (strncmp(reason, SF_POOL_VIOLATION_PREFIX,
+                    strlen(SF_POOL_VIOLATION_PREFIX)) == 0)
+            sf_http_error(req, 500, "sandbox_violation",
+                          "loading the function: %s", reason);
+        else
+            sf_http_error(req, 422, "invalid_artifact", "%s", reason);
         return;
     }
     if (sf_registry_add_version(d->api->reg, d->name, d->sha, d->size,

@@ -98,6 +98,13 @@ static const key shutdown_keys[] = {
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
+/* The worker sandbox (docs/sandbox.md): identity and the benchmark switch. */
+static const key sandbox_keys[] = {
+    K_BOOL(sf_config_sandbox, enabled, "true", false),
+    K_STR(sf_config_sandbox, worker_user, "", false),
+    {NULL, 0, 0, 0, 0, NULL, false},
+};
+
 /* One row per section. Other modules add theirs here (meter, billing...). */
 static const section sections[] = {
     {"", 0, top_keys},
@@ -106,6 +113,7 @@ static const section sections[] = {
     {"deploy", offsetof(sf_config, deploy), deploy_keys},
     {"shutdown", offsetof(sf_config, shutdown), shutdown_keys},
     {"logs", offsetof(sf_config, logs), logs_keys},
+    {"sandbox", offsetof(sf_config, sandbox), sandbox_keys},
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -129,6 +137,8 @@ static const struct {
     {"access-log", "access_log"},
     {"function-log-max-kib", "logs.function_max_kib"},
     {"function-log-retention-hours", "logs.function_retention_hours"},
+    {"sandbox", "sandbox.enabled"}, /* --sandbox on|off */
+    {"worker-user", "sandbox.worker_user"},
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 
@@ -488,6 +498,15 @@ void sf_config_usage(FILE *f)
             "  --function-log-max-kib N, --function-log-retention-hours N\n"
             "                           the logs.* keys (64, 168)\n"
             "  --print-routes           print the route table and exit\n"
+            "  --worker-user USER|UID:GID  run functions as this user when "
+            "started as root\n"
+            "                           (sofaas if it exists, else nobody)\n"
+            "  --sandbox on|off         off is for benchmarks and debugging "
+            "ONLY\n"
+            "  --check-sandbox          print the sandbox layers this kernel "
+            "supports and\n"
+            "                           build a real one in a worker, then "
+            "exit\n"
             "  --version, --help\n"
             "Flags override the config file. See sofaasd(8) and "
             "docs/configuration.md.\n",
@@ -536,13 +555,14 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
         O_SET,
         O_VERSION,
         O_HELP,
-        O_ROUTES
+        O_ROUTES,
+        O_CHECK_SANDBOX
     };
-    struct option longopts[NFLAGS + 8];
+    struct option longopts[NFLAGS + 9];
     override *ov = calloc((size_t)argc + 1, sizeof(*ov));
     size_t nov = 0, nl = 0;
     const char *file = NULL;
-    bool check = false, print = false;
+    bool check = false, print = false, check_sandbox = false;
     enum sf_config_action act = SF_CONFIG_EXIT_ERROR;
     int c, idx;
 
@@ -563,6 +583,8 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
         (struct option){"print-routes", no_argument, NULL, O_ROUTES};
     longopts[nl++] = (struct option){"version", no_argument, NULL, O_VERSION};
     longopts[nl++] = (struct option){"help", no_argument, NULL, O_HELP};
+    longopts[nl++] =
+        (struct option){"check-sandbox", no_argument, NULL, O_CHECK_SANDBOX};
     longopts[nl] = (struct option){NULL, 0, NULL, 0};
 
     optind = 0; /* GNU: full re-initialization, so SIGHUP can parse again */
@@ -583,6 +605,9 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
             break;
         case O_PRINT:
             print = true;
+            break;
+        case O_CHECK_SANDBOX:
+            check_sandbox = true;
             break;
         case O_SET: {
             char *eq, *dup = strdup(optarg);
@@ -667,6 +692,8 @@ enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,
         act = SF_CONFIG_EXIT_OK;
     } else if (print) {
         act = print_config(cfg) == 0 ? SF_CONFIG_EXIT_OK : SF_CONFIG_EXIT_ERROR;
+    } else if (check_sandbox) {
+        act = SF_CONFIG_CHECK_SANDBOX;
     } else {
         act = SF_CONFIG_RUN;
     }
@@ -675,7 +702,7 @@ out:
     for (size_t i = 0; i < nov; i++)
         free(ov[i].owned);
     free(ov);
-    if (act != SF_CONFIG_RUN)
+    if (act != SF_CONFIG_RUN && act != SF_CONFIG_CHECK_SANDBOX)
         sf_config_clear(cfg);
     return act;
 }

@@ -57,6 +57,10 @@ typedef struct sf_config_logs {
     unsigned function_max_kib;         /* function output kept per call */
     unsigned function_retention_hours; /* function logs kept this long */
 } sf_config_logs;
+typedef struct sf_config_sandbox {
+    bool enabled;      /* false only for benchmarks/debugging (--sandbox off) */
+    char *worker_user; /* USER or UID:GID when root; "" = sofaas or nobody */
+} sf_config_sandbox;
 
 typedef struct sf_config {
     char *file; /* the file that was read, or NULL */
@@ -70,6 +74,7 @@ typedef struct sf_config {
     sf_config_deploy deploy;
     sf_config_shutdown shutdown;
     sf_config_logs logs;
+    sf_config_sandbox sandbox;
 } sf_config;
 
 /* What main should do after sf_config_load. */
@@ -78,12 +83,14 @@ enum sf_config_action {
     SF_CONFIG_EXIT_OK,    /* --help, --version, --check-config passed */
     SF_CONFIG_EXIT_USAGE, /* bad flags (exit 2) */
     SF_CONFIG_EXIT_ERROR, /* bad file (exit 1) */
+    SF_CONFIG_CHECK_SANDBOX, /* --check-sandbox: cfg is filled, report */
 };
 
 /*
  * Builds *cfg from defaults, the config file and argv (argv[0] ignored);
  * does not keep argv. Errors are written to err (one line each, naming the
- * key path). On SF_CONFIG_RUN *cfg is filled; otherwise it is cleared.
+ * key path). On SF_CONFIG_RUN and SF_CONFIG_CHECK_SANDBOX *cfg is filled;
+ * otherwise it is cleared.
  * Safe to call again on a fresh sf_config (SIGHUP).
  */
 enum sf_config_action sf_config_load(sf_config *cfg, int argc, char **argv,

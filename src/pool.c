@@ -17,6 +17,7 @@
 #include "pool.h"
 
 #include <errno.h>
+#include <seccomp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,7 @@ struct worker {
     bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
     sf_buf trusted;   /* before the mark: an unfinished worker log line */
     sf_fnlog_stream outs;
+    uint32_t violation_arch; /* AUDIT_ARCH_* of violation_nr; 0 = unknown */
     worker *prev, *next;
 };
 
@@ -411,6 +413,33 @@ static const char *signame(int sig)
     return buf;
 }
 
+/* Names the refused call: "sandbox refused system call ptrace (101,
+ * x86_64)". libseccomp resolves the number for the arch the worker
+ * reported (an i386 `int 0x80` is named from the i386 table). */
+static void violation_detail(worker *w, char *buf, size_t len)
+{
+    char *name = NULL;
+    const char *arch = "unknown arch";
+
+    if (w->violation_arch == SCMP_ARCH_X86_64)
+        arch = "x86_64";
+    else if (w->violation_arch == SCMP_ARCH_X86)
+        arch = "i386";
+    else if (w->violation_arch == SCMP_ARCH_AARCH64)
+        arch = "aarch64";
+    if (w->violation_nr == INT32_MAX) {
+        snprintf(buf, len, SF_POOL_VIOLATION_PREFIX
+                 " (unreported: the instance was killed by SIGSYS)");
+        return;
+    }
+    if (w->violation_arch != 0)
+        name = seccomp_syscall_resolve_num_arch(w->violation_arch,
+                                                w->violation_nr);
+    snprintf(buf, len, SF_POOL_VIOLATION_PREFIX " %s (%d, %s)",
+             name ? name : "?", w->violation_nr, arch);
+    free(name);
+}
+
 /* Describes how the worker died into buf. */
 static const char *death_detail(worker *w, int64_t status, int sig, char *buf,
                                 size_t len)
@@ -421,7 +450,7 @@ static const char *death_detail(worker *w, int64_t status, int sig, char *buf,
         snprintf(buf, len, "instance exceeded its memory limit (memory_mb=%u)",
                  w->fn ? w->fn->cfg.memory_mb : 0);
     else if (w->violation_nr >= 0)
-        snprintf(buf, len, "sandbox refused syscall %d", w->violation_nr);
+        violation_detail(w, buf, len);
     else if (sig != 0)
         snprintf(buf, len, "instance killed by %s", signame(sig));
     else
@@ -452,7 +481,8 @@ static void load_failed(worker *w, const char *reason)
      * always fails cannot hold its queue forever. */
     i = dequeue(f);
     if (i != NULL)
-        fail(i, SF_INV_INIT_FAILED, reason);
+        fail(i, w->violation_nr >= 0 ? SF_INV_SANDBOX : SF_INV_INIT_FAILED,
+             reason);
 }
 
 static void pool_destroy(sf_pool *p)
@@ -473,7 +503,7 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     worker *w = proc->data;
     sf_pool *p = w->pool;
     wstate was = w->state;
-    char detail[128];
+    char detail[160];
     fnv *f = w->fn;
 
     w->exited = true;
@@ -486,6 +516,10 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     }
     w->oom = sf_cgroup_oom_killed(p->cfg.cgroup, w->id);
     sf_cgroup_remove(p->cfg.cgroup, w->id);
+    /* SIGSYS without a VIOLATION frame: the filter trapped while SIGSYS was
+     * blocked, or the report could not be sent. Still the sandbox. */
+    if (sig == SIGSYS && w->violation_nr < 0)
+        w->violation_nr = INT32_MAX;
     death_detail(w, status, sig, detail, sizeof(detail));
     if (w->kill != KILL_RETIRE && !p->stopping)
         SF_WARN("msg=\"worker died\" instance=%llu pid=%d state=%s "
@@ -782,7 +816,8 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
         if (h->len == sizeof(sf_violation_msg)) {
             sf_violation_msg v;
             memcpy(&v, payload, sizeof(v));
-            w->violation_nr = v.syscall_nr;
+            w->violation_nr = v.syscall_nr < 0 ? 0 : v.syscall_nr;
+            w->violation_arch = v.arch;
             return;
         }
         break;
@@ -854,7 +889,8 @@ static int spawn_worker(sf_pool *p, validation *val)
     uv_file ofds[2] = {-1, -1};
     uv_process_options_t o = {0};
     uv_stdio_container_t stdio[4];
-    char *args[2];
+    char *args[2 + sizeof(p->cfg.worker_args) / sizeof(char *)];
+    size_t na = 0;
     char lvl[32];
     char *env[5];
     char ppid[48];
@@ -887,8 +923,12 @@ static int spawn_worker(sf_pool *p, validation *val)
     w->val = val;
     w->state = W_SPAWNING;
 
-    args[0] = (char *)p->cfg.worker_path;
-    args[1] = NULL;
+    args[na++] = (char *)p->cfg.worker_path;
+    for (size_t i = 0; i < sizeof(p->cfg.worker_args) / sizeof(char *) &&
+                       p->cfg.worker_args[i] != NULL;
+         i++)
+        args[na++] = (char *)p->cfg.worker_args[i];
+    args[na] = NULL;
     /* The worker gets nothing of the daemon's environment. */
     snprintf(lvl, sizeof(lvl), "SOFAAS_LOG_LEVEL=%s",
              lvls[p->cfg.worker_log_level]);

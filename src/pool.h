@@ -41,6 +41,9 @@ typedef struct sf_pool_config {
      * worker's own log and is copied to the daemon's stderr instead.
      */
     sf_fnlog *fnlog;
+    /* Extra worker arguments (sandbox identity, --sandbox=off), NULL-ended;
+     * borrowed: must outlive the pool. */
+    const char *worker_args[4];
 } sf_pool_config;
 
 /* A function version to run. The pool copies what it keeps. */
@@ -72,6 +75,11 @@ typedef struct sf_invoke_result {
     uint64_t init_us;     /* load + init of the instance, when cold */
     uint64_t duration_us; /* dispatch to last byte of the response */
 } sf_invoke_result;
+
+/* Start of the detail of a worker the sandbox stopped; the rest names the
+ * refused call. api.c maps a validation failure with it to 500
+ * sandbox_violation. */
+#define SF_POOL_VIOLATION_PREFIX "sandbox refused system call"
 
 typedef void (*sf_invoke_cb)(void *ctx, const sf_invoke_result *res);
 /* ok: true if the artifact loaded and initialized; else reason says why. */

@@ -10,11 +10,13 @@
 #include <libgen.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -27,6 +29,7 @@
 #include "notify.h"
 #include "pool.h"
 #include "registry.h"
+#include "sandbox_probe.h"
 #include "service.h"
 
 typedef struct daemon_state {
@@ -46,6 +49,105 @@ typedef struct daemon_state {
     sf_metrics *metrics;
     sf_fnlog *fnlog;
 } daemon_state;
+
+/*
+ * The identity workers run user code as when the daemon is root: USER (a
+ * name) or UID:GID; by default the package's "sofaas" user, else nobody.
+ */
+static int resolve_worker_user(const char *spec, uid_t *uid, gid_t *gid)
+{
+    const struct passwd *pw;
+    unsigned u, g;
+    char end;
+
+    if (spec != NULL && sscanf(spec, "%u:%u%c", &u, &g, &end) == 2) {
+        *uid = u;
+        *gid = g;
+        return u == 0 || g == 0 ? -EINVAL : 0;
+    }
+    pw = getpwnam(spec ? spec : "sofaas");
+    if (pw == NULL && spec == NULL)
+        pw = getpwnam("nobody");
+    if (pw == NULL)
+        return -ENOENT;
+    *uid = pw->pw_uid;
+    *gid = pw->pw_gid;
+    return *uid == 0 || *gid == 0 ? -EINVAL : 0;
+}
+
+/*
+ * Worker arguments for the sandbox (identity when root, --sandbox=off),
+ * written into args (NULL-ended, pointing into ids). Returns 0, or -1 after
+ * logging why the configured user cannot be used.
+ */
+static int sandbox_args(const sf_config *c, char ids[2][32],
+                        const char *args[4], uid_t *uid, gid_t *gid)
+{
+    const char *user = c->sandbox.worker_user[0] ? c->sandbox.worker_user
+                                                 : NULL;
+    int n = 0, r;
+
+    *uid = 0;
+    *gid = 0;
+    if (geteuid() == 0) {
+        r = resolve_worker_user(user, uid, gid);
+        if (r < 0) {
+            SF_ERR("msg=\"cannot run functions as this user\" user=%s "
+                   "error=\"%s\" hint=\"set sandbox.worker_user (or "
+                   "--worker-user) to a name or UID:GID other than root\"",
+                   user ? user : "sofaas|nobody",
+                   r == -ENOENT ? "no such user" : "uid or gid is 0");
+            return -1;
+        }
+        snprintf(ids[0], sizeof(ids[0]), "--uid=%u", *uid);
+        snprintf(ids[1], sizeof(ids[1]), "--gid=%u", *gid);
+        args[n++] = ids[0];
+        args[n++] = ids[1];
+    } else if (user != NULL) {
+        SF_ERR("msg=\"sandbox.worker_user needs the daemon to start as "
+               "root\" user=%s",
+               user);
+        return -1;
+    }
+    if (!c->sandbox.enabled)
+        args[n++] = "--sandbox=off";
+    args[n] = NULL;
+    return 0;
+}
+
+/* --check-sandbox: the probe, then a real worker builds the sandbox. */
+static int check_sandbox(const char *worker_path, const char *const *wargs,
+                         uid_t uid, gid_t gid)
+{
+    sf_sandbox_probe pr;
+    char *argv[8];
+    int n = 0, status;
+    pid_t pid;
+
+    sf_sandbox_probe_run(&pr);
+    sf_sandbox_probe_print(&pr, uid, gid, stdout);
+    printf("worker self-test (%s):\n", worker_path);
+    fflush(stdout);
+    argv[n++] = (char *)worker_path;
+    for (int i = 0; wargs[i] != NULL; i++)
+        argv[n++] = (char *)wargs[i];
+    argv[n++] = "--self-test";
+    argv[n++] = (char *)worker_path; /* any readable file as the artifact */
+    argv[n] = NULL;
+    pid = fork();
+    if (pid == 0) {
+        execv(worker_path, argv);
+        _exit(127);
+    }
+    if (pid < 0 || waitpid(pid, &status, 0) < 0)
+        return 1;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        printf("sandbox: NOT usable on this host\n");
+        return 1;
+    }
+    printf("sandbox: usable\n");
+    return 0;
+}
 
 static bool is_loopback(const char *host)
 {
@@ -294,12 +396,20 @@ int main(int argc, char **argv)
                               .stop = svc_stop,
                               .ctx = &d};
     char *token = NULL, *worker_path = NULL;
-    char host[256], why[160];
+    char host[256], why[160], ids[2][32];
+    const char *wargs[4] = {NULL};
+    uid_t wuid;
+    gid_t wgid;
+    sf_sandbox_probe probe;
+    bool check_only = false;
     int r, port = 0, bound = 0, lfd = -1, rc = 1;
 
     sf_log_init("sofaasd", SF_LOG_INFO);
     switch (sf_config_load(&d.cfg, argc, argv, stderr)) {
     case SF_CONFIG_RUN:
+        break;
+    case SF_CONFIG_CHECK_SANDBOX:
+        check_only = true;
         break;
     case SF_CONFIG_EXIT_OK:
         return 0;
@@ -310,6 +420,14 @@ int main(int argc, char **argv)
     }
     sf_log_set_level(d.cfg.log_level);
     signal(SIGPIPE, SIG_IGN);
+    if (sandbox_args(&d.cfg, ids, wargs, &wuid, &wgid) < 0)
+        goto out;
+    if (check_only) {
+        worker_path = d.cfg.pool.worker[0] ? strdup(d.cfg.pool.worker)
+                                           : default_worker_path();
+        rc = worker_path ? check_sandbox(worker_path, wargs, wuid, wgid) : 1;
+        goto out;
+    }
     /* Before anything is spawned: these strip the service manager's
      * variables from our environment. */
     if (sf_notify_init() < 0)
@@ -343,6 +461,15 @@ int main(int argc, char **argv)
         goto out;
     }
 
+    if (!d.cfg.sandbox.enabled) {
+        SF_WARN("msg=\"SANDBOX DISABLED (sandbox.enabled=false): functions "
+                "run unconfined with the daemon's uid. For benchmarks and "
+                "debugging only, never in production\"");
+    } else {
+        sf_sandbox_probe_run(&probe);
+        sf_sandbox_probe_log(&probe, wuid, wgid);
+    }
+
     d.loop = uv_default_loop();
     if ((r = sf_service_new(d.loop, &hooks, &d.svc)) < 0) {
         SF_ERR("msg=\"cannot set up signal handling\" error=%s",
@@ -369,6 +496,8 @@ int main(int argc, char **argv)
     pc.generic_min = d.cfg.pool.generic_min;
     pc.max_workers = d.cfg.pool.max_workers;
     pc.worker_log_level = d.cfg.log_level;
+    for (int i = 0; wargs[i] != NULL; i++)
+        pc.worker_args[i] = wargs[i];
     pc.on_ready = on_pool_ready;
     pc.ready_ctx = &d;
     if ((r = sf_pool_new(d.loop, &pc, &d.pool)) < 0) {

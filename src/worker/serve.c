@@ -86,6 +86,19 @@ static int send_loaded(int fd, int32_t status, const char *msg)
     return r;
 }
 
+/* Fail closed: report why the sandbox could not be built, then leave. */
+static void __attribute__((noreturn)) sandbox_failed(int fd, const char *why)
+{
+    char msg[600];
+
+    SF_ERR("msg=\"sandbox setup failed, refusing to run the function\" "
+           "reason=\"%s\"",
+           why);
+    snprintf(msg, sizeof(msg), "sandbox setup failed: %s", why);
+    send_loaded(fd, SF_LOAD_ERR_SANDBOX, msg);
+    _exit(70);
+}
+
 /*
  * Specializes this worker. On any failure the worker reports it and exits:
  * a half-loaded process is never reused (its address space may already hold
@@ -96,7 +109,8 @@ static int do_load(int fd, const char *payload, size_t len)
     sf_load_msg m;
     const char *path, *env;
     sf_sandbox_policy pol;
-    char err[512];
+    char err[512], dlpath[64 + 4096];
+    int afd;
     void *h;
     const unsigned int *abi;
     init_fn init;
@@ -118,12 +132,9 @@ static int do_load(int fd, const char *payload, size_t len)
                               .network = (m.flags & SF_LOAD_F_NETWORK) != 0,
                               .env = env,
                               .env_len = m.env_len};
-    if (sf_sandbox_load_stage(&pol, err, sizeof(err)) != 0) {
-        SF_ERR("msg=\"sandbox setup failed, refusing to load\" reason=\"%s\"",
-               err);
-        send_loaded(fd, SF_LOAD_ERR_SANDBOX, err);
-        _exit(70);
-    }
+    if (sf_sandbox_load_stage(&pol, dlpath, sizeof(dlpath), &afd, err,
+                              sizeof(err)) != 0)
+        sandbox_failed(fd, err);
 
     /* Everything after this line on stdout/stderr is function output (ipc.h).
      * Fail closed: without the mark the daemon would keep treating our
@@ -135,7 +146,9 @@ static int do_load(int fd, const char *payload, size_t len)
     }
 
     /* RTLD_NOW: fail here on unresolved symbols, not mid-request. */
-    h = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    h = dlopen(dlpath, RTLD_NOW | RTLD_LOCAL);
+    if (afd >= 0)
+        close(afd);
     if (h == NULL) {
         snprintf(err, sizeof(err), "dlopen: %s", dlerror());
         send_loaded(fd, SF_LOAD_ERR_OPEN, err);
@@ -169,6 +182,8 @@ static int do_load(int fd, const char *payload, size_t len)
             return -ENOEXEC;
         }
     }
+    if (sf_sandbox_serve_stage(&pol, err, sizeof(err)) != 0)
+        sandbox_failed(fd, err);
     return send_loaded(fd, SF_LOAD_OK, "");
 }
 
