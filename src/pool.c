@@ -498,6 +498,47 @@ static void pool_destroy(sf_pool *p)
     free(p);
 }
 
+/*
+ * libuv may report the exit before the last bytes on the channel were
+ * read. A worker the sandbox stopped writes its VIOLATION frame and exits
+ * at once, so pick that report out of whatever is still unread (the pipe
+ * is non-blocking; other frames are not acted on any more).
+ */
+static void drain_violation(worker *w)
+{
+    uv_os_fd_t fd;
+    size_t off = 0;
+
+    if (uv_is_closing((uv_handle_t *)&w->ipc) ||
+        uv_fileno((uv_handle_t *)&w->ipc, &fd) != 0)
+        return;
+    for (;;) {
+        ssize_t n;
+        if (sf_buf_reserve(&w->rbuf, 64u << 10) < 0)
+            break;
+        n = read(fd, w->rbuf.data + w->rbuf.len, w->rbuf.cap - w->rbuf.len);
+        if (n <= 0)
+            break;
+        w->rbuf.len += (size_t)n;
+    }
+    while (w->rbuf.len - off >= sizeof(sf_frame_hdr)) {
+        sf_frame_hdr h;
+        memcpy(&h, w->rbuf.data + off, sizeof(h));
+        if (sf_ipc_check_hdr(&h, true) < 0 ||
+            w->rbuf.len - off - sizeof(h) < h.len)
+            break;
+        if (h.type == SF_FRAME_VIOLATION &&
+            h.len == sizeof(sf_violation_msg)) {
+            sf_violation_msg v;
+            memcpy(&v, w->rbuf.data + off + sizeof(h), sizeof(v));
+            w->violation_nr = v.syscall_nr < 0 ? 0 : v.syscall_nr;
+            w->violation_arch = v.arch;
+        }
+        off += sizeof(h) + h.len;
+    }
+    sf_buf_consume(&w->rbuf, off);
+}
+
 static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
 {
     worker *w = proc->data;
@@ -516,6 +557,8 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     }
     w->oom = sf_cgroup_oom_killed(p->cfg.cgroup, w->id);
     sf_cgroup_remove(p->cfg.cgroup, w->id);
+    if (w->violation_nr < 0)
+        drain_violation(w);
     /* SIGSYS without a VIOLATION frame: the filter trapped while SIGSYS was
      * blocked, or the report could not be sent. Still the sandbox. */
     if (sig == SIGSYS && w->violation_nr < 0)
