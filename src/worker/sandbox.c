@@ -83,16 +83,33 @@ int sf_sandbox_early(void)
     return 0;
 }
 
+/*
+ * The environment is exactly the function's configured env. putenv keeps
+ * the pointers it is given, and the LOAD payload they come from is freed
+ * after loading, so the block is copied into storage that lives as long as
+ * the process (never freed on purpose).
+ */
 static int set_env(const sf_sandbox_policy *p, char *err, size_t errlen)
 {
+    char *block = NULL;
+
     if (clearenv() != 0) {
         snprintf(err, errlen, "clearenv failed");
         return -1;
     }
+    if (p->env_len == 0)
+        return 0;
+    block = malloc(p->env_len + 1);
+    if (block == NULL) {
+        snprintf(err, errlen, "environment: out of memory");
+        return -1;
+    }
+    memcpy(block, p->env, p->env_len);
+    block[p->env_len] = '\0';
     for (size_t off = 0; off < p->env_len;) {
-        const char *kv = p->env + off;
-        size_t l = strnlen(kv, p->env_len - off);
-        if (l > 0 && putenv((char *)kv) != 0) {
+        char *kv = block + off;
+        size_t l = strlen(kv);
+        if (l > 0 && putenv(kv) != 0) {
             snprintf(err, errlen, "putenv: %s", strerror(errno));
             return -1;
         }

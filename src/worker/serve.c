@@ -86,6 +86,23 @@ static int send_loaded(int fd, int32_t status, const char *msg)
     return r;
 }
 
+/*
+ * After reporting a failed LOAD, waits for the daemon to close the channel
+ * (it retires the worker on receipt) so the report is always read before
+ * the exit is seen, instead of racing it.
+ */
+static void wait_for_eof(int fd)
+{
+    char buf[256];
+
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n > 0 || (n < 0 && errno == EINTR))
+            continue;
+        return;
+    }
+}
+
 /* Fail closed: report why the sandbox could not be built, then leave. */
 static void __attribute__((noreturn)) sandbox_failed(int fd, const char *why)
 {
@@ -96,6 +113,7 @@ static void __attribute__((noreturn)) sandbox_failed(int fd, const char *why)
            why);
     snprintf(msg, sizeof(msg), "sandbox setup failed: %s", why);
     send_loaded(fd, SF_LOAD_ERR_SANDBOX, msg);
+    wait_for_eof(fd);
     _exit(70);
 }
 
@@ -283,6 +301,8 @@ int sf_worker_serve(int fd)
             r = -EPROTO;
         }
         free(payload);
+        if (r == -ENOEXEC)
+            wait_for_eof(fd);
         if (r < 0)
             return r == -ENOEXEC ? 2 : 1;
     }
