@@ -77,3 +77,8 @@ mon=$(printf '%s\n' "${on[@]}" | median)
 moff=$(printf '%s\n' "${off[@]}" | median)
 printf 'median:  sandbox on %10.1f req/s   off %10.1f req/s\n' "$mon" "$moff"
 awk -v a="$mon" -v b="$moff" 'BEGIN {printf "ratio on/off: %.3f (overhead %.1f%%)\n", a/b, (1-a/b)*100}'
+# What the filters add to one system call, measured inside a sandboxed
+# child (sofaas-worker --self-test); a warm invocation makes three in the
+# worker (read header, read payload, writev response).
+echo "per-syscall filter cost (sofaasd --check-sandbox, 3 runs):"
+for _ in 1 2 3; do "$SOFAASD" --check-sandbox | grep 'cost' || true; done
