@@ -368,3 +368,19 @@ def test_worker_user_root_is_refused(daemon_factory):
     d = daemon_factory(args=["--worker-user", "0:0"], start=False)
     d.start(wait=False)
     assert d.proc.wait(15) != 0
+
+
+def test_sandbox_setup_failure_fails_closed(sbd):
+    # Take the artifact away between deploy and first load: opening it is
+    # a sandbox step (it is loaded through an fd opened before the uid
+    # drop), so the instance must refuse to start and say why.
+    sha = sbd.deploy("gone", example("echo")).json()["sha256"]
+    os.unlink(os.path.join(sbd.state_dir, "artifacts", sha + ".so"))
+    r = sbd.invoke("gone")
+    assert r.status_code == 502, r.text
+    err = r.json()["error"]
+    assert err["code"] == "init_failed"
+    assert "sandbox setup failed: open artifact: No such file" in \
+        err["message"], err
+    assert "sandbox setup failed, refusing to run the function" in sbd.log()
+    still_serving(sbd)
