@@ -709,11 +709,18 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
                      .tmp_mb = cfg->tmp_mb};
     char *out;
     size_t len;
-    int r = sf_ipc_encode_load(&m, path, cfg->env, cfg->env_len, &out, &len);
+    int r;
 
+    /* With a memory cgroup in force the worker's RLIMIT_AS is only a
+     * backstop, so the cgroup (which sees resident memory and reports OOM
+     * kills) decides. */
+    if (sf_cgroup_set_memory(w->pool->cfg.cgroup, w->id, cfg->memory_mb) ==
+            0 &&
+        sf_cgroup_get_mode(w->pool->cfg.cgroup) != SF_CGROUP_NONE)
+        m.flags |= SF_LOAD_F_MEMCG;
+    r = sf_ipc_encode_load(&m, path, cfg->env, cfg->env_len, &out, &len);
     if (r < 0)
         return r;
-    sf_cgroup_set_memory(w->pool->cfg.cgroup, w->id, cfg->memory_mb);
     w->load_start_us = sf_mono_us();
     uv_timer_start(&w->timer, on_timer, cfg->init_timeout_ms, 0);
     return send_frame(w, out, len, NULL, 0);

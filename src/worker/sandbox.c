@@ -326,6 +326,21 @@ static int drop_ids(char *err, size_t errlen)
     return 0;
 }
 
+/* Address space for memory_mb. Under a memory cgroup (which limits and
+ * reports what is resident) only a backstop: address space runs well ahead
+ * of resident memory (thread stacks, malloc arenas), and a failed mmap
+ * inside user code would hide the cgroup's clean OOM report. */
+static rlim_t address_space(const sf_sandbox_policy *p)
+{
+    rlim_t mb = p->memory_mb;
+
+    if (SF_SANDBOX_ASAN)
+        return RLIM_INFINITY;
+    if (p->memcg)
+        mb = mb * 4 + 1024;
+    return mb << 20;
+}
+
 static int set_limits(const sf_sandbox_policy *p, char *err, size_t errlen)
 {
     struct {
@@ -339,13 +354,12 @@ static int set_limits(const sf_sandbox_policy *p, char *err, size_t errlen)
         {RLIMIT_NPROC, SF_SANDBOX_NPROC, "RLIMIT_NPROC"},
         /* ASan reserves terabytes of shadow address space; under ASan the
          * address-space limit cannot be applied (logged below). */
-        {RLIMIT_AS, SF_SANDBOX_ASAN ? RLIM_INFINITY : (rlim_t)p->memory_mb << 20,
-         "RLIMIT_AS"},
+        {RLIMIT_AS, address_space(p), "RLIMIT_AS"},
     };
 
     for (size_t i = 0; i < sizeof(lim) / sizeof(*lim); i++) {
         struct rlimit rl = {lim[i].v, lim[i].v};
-        if (lim[i].v == 0 && lim[i].res == RLIMIT_AS)
+        if (p->memory_mb == 0 && lim[i].res == RLIMIT_AS)
             continue;
         if (lim[i].v == RLIM_INFINITY)
             continue;

@@ -44,6 +44,7 @@
 typedef struct sf_sandbox_policy {
     const char *artifact_path; /* the .so about to be loaded */
     uint32_t memory_mb;        /* address-space limit, 0 = none */
+    bool memcg;                /* a memory cgroup enforces memory_mb */
     uint32_t tmp_mb;           /* private tmp quota */
     bool network;              /* the function may use the network */
     bool allow_fork;           /* template only, see above */

@@ -9,7 +9,7 @@
  * others: signals only to this process, clone only for threads, ioctl only
  * for a few tty/fd queries, socket only for IP families (and only with
  * network), prctl only for names and read-only queries, rt_sigaction never
- * for SIGSYS (so user code cannot hide a violation from the reporter).
+ * changes SIGSYS (so user code cannot take a violation from the reporter).
  */
 #include "seccomp.h"
 
@@ -226,9 +226,15 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof(prctls) / sizeof(*prctls); i++)
         ADD(ctx, SCMP_ACT_ALLOW, prctl, 1,
             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctls[i]));
-    /* The reporter must stay in place: user code may not take SIGSYS. */
+    /* SIGSYS belongs to the reporter: changing its action fails with
+     * EINVAL, as for SIGKILL and SIGSTOP (so "ignore every signal" loops
+     * still work); reading it is fine. */
     ADD(ctx, SCMP_ACT_ALLOW, rt_sigaction, 1,
         SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)SIGSYS));
+    ADD(ctx, SCMP_ACT_ALLOW, rt_sigaction, 2,
+        SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)SIGSYS), SCMP_A1(SCMP_CMP_EQ, 0));
+    ADD(ctx, SCMP_ACT_ERRNO(EINVAL), rt_sigaction, 2,
+        SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)SIGSYS), SCMP_A1(SCMP_CMP_NE, 0));
     /* getrlimit() is prlimit64(0, ...) in glibc. */
     ADD(ctx, SCMP_ACT_ALLOW, prlimit64, 1, SCMP_A0(SCMP_CMP_EQ, 0));
     ADD(ctx, SCMP_ACT_ALLOW, prlimit64, 1,

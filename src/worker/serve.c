@@ -148,6 +148,7 @@ static int do_load(int fd, const char *payload, size_t len)
                               .memory_mb = m.memory_mb,
                               .tmp_mb = m.tmp_mb,
                               .network = (m.flags & SF_LOAD_F_NETWORK) != 0,
+                              .memcg = (m.flags & SF_LOAD_F_MEMCG) != 0,
                               .env = env,
                               .env_len = m.env_len};
     if (sf_sandbox_load_stage(&pol, dlpath, sizeof(dlpath), &afd, err,

@@ -51,7 +51,6 @@ TRAPPED = {
     "io_uring_setup": (None, "io_uring_setup"),
     "userfaultfd": (None, "userfaultfd"),
     "int80": (None, "getpid (20, i386)"),
-    "sigsys": (None, "rt_sigaction"),
 }
 
 
@@ -159,6 +158,15 @@ def sbd_var():
     finally:
         d.stop()
         shutil.rmtree(state, ignore_errors=True)
+
+
+def test_sigsys_cannot_be_taken_from_the_reporter(sbd):
+    r = sbd.invoke("hostile", "?attack=sigsys")
+    assert r.status_code == 200
+    assert r.text.startswith("refused: EINVAL"), r.text
+    # ... so the next refused call is still reported and named.
+    assert_violation(sbd.invoke("hostile", "?attack=mount"), "mount", sbd)
+    still_serving(sbd)
 
 
 @pytest.mark.parametrize("what", ["shadow", "sqlite", "artifact"])
