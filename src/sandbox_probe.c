@@ -70,12 +70,11 @@ static const char *missing(const sf_sandbox_probe *p, char *buf, size_t len)
     buf[0] = '\0';
 #define MISS(cond, name)                                                       \
     if (cond)                                                                  \
-        n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",         \
-                              n ? "," : "", name)
+    n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",              \
+                          n ? "," : "", name)
     MISS(p->landlock_abi == 0, "landlock");
     MISS(p->landlock_abi > 0 && p->landlock_abi < 4, "landlock_net(abi>=4)");
-    MISS(p->landlock_abi > 0 && p->landlock_abi < 6,
-         "landlock_scope(abi>=6)");
+    MISS(p->landlock_abi > 0 && p->landlock_abi < 6, "landlock_scope(abi>=6)");
     MISS(!p->root && !p->userns, "userns");
     MISS(!p->mntns, "mntns(private /tmp)");
     MISS(!p->netns, "netns");
@@ -97,8 +96,8 @@ void sf_sandbox_probe_log(const sf_sandbox_probe *p, uid_t uid, gid_t gid)
     SF_INFO("msg=\"sandbox layers\" seccomp=%s landlock_abi=%d "
             "worker_ids=%s userns=%d mntns=%d netns=%d ipcns=%d utsns=%d "
             "rlimit_as=%d",
-            p->seccomp ? "trap" : "none", p->landlock_abi, ids,
-            p->userns, p->mntns, p->netns, p->ipcns, p->utsns, !p->asan);
+            p->seccomp ? "trap" : "none", p->landlock_abi, ids, p->userns,
+            p->mntns, p->netns, p->ipcns, p->utsns, !p->asan);
     missing(p, miss, sizeof(miss));
     if (miss[0] != '\0')
         SF_WARN("msg=\"sandbox running without some optional layers\" "
@@ -119,15 +118,15 @@ void sf_sandbox_probe_print(const sf_sandbox_probe *p, uid_t uid, gid_t gid,
     fprintf(out, "  %-22s %s\n", "seccomp (trap)",
             p->seccomp ? "yes" : "NO (required: loads will fail)");
     if (p->landlock_abi > 0)
-        fprintf(out, "  %-22s yes, ABI %d%s%s\n", "landlock",
-                p->landlock_abi,
+        fprintf(out, "  %-22s yes, ABI %d%s%s\n", "landlock", p->landlock_abi,
                 p->landlock_abi >= 4 ? ", tcp bind/connect" : "",
                 p->landlock_abi >= 6 ? ", signal+abstract-unix scope" : "");
     else
         fprintf(out, "  %-22s no\n", "landlock");
     if (p->root)
-        fprintf(out, "  %-22s yes, to uid %u gid %u, all capabilities "
-                     "dropped\n",
+        fprintf(out,
+                "  %-22s yes, to uid %u gid %u, all capabilities "
+                "dropped\n",
                 "uid/gid drop", uid, gid);
     else
         fprintf(out, "  %-22s no (daemon is not root); user namespace: %s\n",
@@ -137,8 +136,7 @@ void sf_sandbox_probe_print(const sf_sandbox_probe *p, uid_t uid, gid_t gid,
     fprintf(out, "  %-22s %s\n", "ipc ns", p->ipcns ? "yes" : "no");
     fprintf(out, "  %-22s %s\n", "uts ns", p->utsns ? "yes" : "no");
     fprintf(out, "  %-22s %s\n", "rlimits",
-            p->asan ? "yes, except RLIMIT_AS (AddressSanitizer build)"
-                    : "yes");
+            p->asan ? "yes, except RLIMIT_AS (AddressSanitizer build)" : "yes");
     missing(p, miss, sizeof(miss));
     fprintf(out, "missing: %s\n", miss[0] ? miss : "nothing");
 }

@@ -18,12 +18,12 @@
 #include <sys/types.h>
 
 typedef struct sf_sandbox_probe {
-    bool seccomp;      /* filters with SECCOMP_RET_TRAP */
-    int landlock_abi;  /* 0 = no Landlock */
-    bool root;         /* the daemon runs as root: workers switch uid */
-    bool userns;       /* unprivileged: user namespaces available */
+    bool seccomp;     /* filters with SECCOMP_RET_TRAP */
+    int landlock_abi; /* 0 = no Landlock */
+    bool root;        /* the daemon runs as root: workers switch uid */
+    bool userns;      /* unprivileged: user namespaces available */
     bool mntns, netns, ipcns, utsns;
-    bool asan;         /* sanitizer build: no RLIMIT_AS */
+    bool asan; /* sanitizer build: no RLIMIT_AS */
 } sf_sandbox_probe;
 
 /* Fills p. Never fails: an unusable feature is reported as absent. */

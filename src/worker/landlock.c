@@ -105,8 +105,8 @@ int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
         attr.handled_access_net = SF_LL_NET_BIND_TCP | SF_LL_NET_CONNECT_TCP;
     if (abi >= 6)
         attr.scoped = SF_LL_SCOPE_ABSTRACT_UNIX | SF_LL_SCOPE_SIGNAL;
-    ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size(abi),
-                           0);
+    ruleset =
+        (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size(abi), 0);
     if (ruleset < 0) {
         r = -errno;
         snprintf(err, errlen, "landlock_create_ruleset: %s", strerror(-r));
@@ -140,15 +140,14 @@ out:
 
 int sf_landlock_scope_self(int abi)
 {
-    ll_ruleset_attr attr = {.scoped = SF_LL_SCOPE_ABSTRACT_UNIX |
-                                      SF_LL_SCOPE_SIGNAL};
+    ll_ruleset_attr attr = {.scoped =
+                                SF_LL_SCOPE_ABSTRACT_UNIX | SF_LL_SCOPE_SIGNAL};
     char err[128];
     int ruleset, r;
 
     if (abi < 6)
         return 0;
-    ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr),
-                           0);
+    ruleset = (int)syscall(SYS_landlock_create_ruleset, &attr, sizeof(attr), 0);
     if (ruleset < 0)
         return -errno;
     r = restrict_self(ruleset, err, sizeof(err));

@@ -65,8 +65,10 @@ int main(int argc, char **argv)
     if (self_test != NULL)
         return sf_sandbox_self_test(self_test) == 0 ? 0 : 1;
     if (fcntl(SF_IPC_FD, F_GETFD) < 0) {
-        fprintf(stderr, "sofaas-worker: no IPC channel on fd %d; this program "
-                        "is started by sofaasd\n", SF_IPC_FD);
+        fprintf(stderr,
+                "sofaas-worker: no IPC channel on fd %d; this program "
+                "is started by sofaasd\n",
+                SF_IPC_FD);
         return 64;
     }
     signal(SIGPIPE, SIG_IGN);

@@ -56,16 +56,34 @@ static sf_sandbox_opts opts = {.enabled = true};
 /* Read-only for every function: the dynamic loader's world, time zones,
  * name resolution and CA certificates, and a few character devices. */
 static const char *const ro_paths[] = {
-    "/usr", "/lib", "/lib64", "/lib32", "/libx32", "/etc/ld.so.cache",
-    "/etc/localtime", "/etc/hosts", "/etc/resolv.conf", "/etc/nsswitch.conf",
-    "/etc/gai.conf", "/etc/host.conf", "/etc/services", "/etc/protocols",
-    "/etc/ssl", "/etc/ca-certificates", "/dev/zero", "/dev/urandom",
-    "/dev/random", "/proc/self",
+    "/usr",
+    "/lib",
+    "/lib64",
+    "/lib32",
+    "/libx32",
+    "/etc/ld.so.cache",
+    "/etc/localtime",
+    "/etc/hosts",
+    "/etc/resolv.conf",
+    "/etc/nsswitch.conf",
+    "/etc/gai.conf",
+    "/etc/host.conf",
+    "/etc/services",
+    "/etc/protocols",
+    "/etc/ssl",
+    "/etc/ca-certificates",
+    "/dev/zero",
+    "/dev/urandom",
+    "/dev/random",
+    "/proc/self",
 };
 
 #define SF_SANDBOX_MAX_RULES 32
 
-void sf_sandbox_configure(const sf_sandbox_opts *o) { opts = *o; }
+void sf_sandbox_configure(const sf_sandbox_opts *o)
+{
+    opts = *o;
+}
 
 int sf_sandbox_early(void)
 {
@@ -244,8 +262,7 @@ static int drop_bounding(char *err, size_t errlen)
 
     for (int c = 0; c <= lc; c++)
         if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL) {
-            snprintf(err, errlen, "PR_CAPBSET_DROP %d: %s", c,
-                     strerror(errno));
+            snprintf(err, errlen, "PR_CAPBSET_DROP %d: %s", c, strerror(errno));
             return -1;
         }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 &&
@@ -289,8 +306,9 @@ static int drop_ids(char *err, size_t errlen)
 
     if (geteuid() == 0) {
         if (!opts.set_ids || opts.uid == 0) {
-            snprintf(err, errlen, "worker runs as root and no unprivileged "
-                                  "uid was given (sofaasd --worker-user)");
+            snprintf(err, errlen,
+                     "worker runs as root and no unprivileged "
+                     "uid was given (sofaasd --worker-user)");
             return -1;
         }
     }
@@ -394,10 +412,11 @@ static int add_rule(sf_landlock_rule *rules, size_t *n, const char *path,
     }
     fd = open(path, O_PATH | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? 0 : (snprintf(err, errlen,
-                                               "open %s for Landlock: %s",
-                                               path, strerror(errno)),
-                                      -1);
+        return errno == ENOENT
+                   ? 0
+                   : (snprintf(err, errlen, "open %s for Landlock: %s", path,
+                               strerror(errno)),
+                      -1);
     if (fstat(fd, &st) != 0) {
         close(fd);
         snprintf(err, errlen, "stat %s: %s", path, strerror(errno));
@@ -424,8 +443,7 @@ static int apply_landlock(const sf_sandbox_policy *p, int afd, bool have_tmp,
      * host's /tmp is shared with everything else on the machine. */
     if (have_tmp && add_rule(rules, &n, "/tmp", true, err, errlen) < 0)
         goto out;
-    rules[n++] = (sf_landlock_rule){.fd = afd, .write = false,
-                                    .is_dir = false};
+    rules[n++] = (sf_landlock_rule){.fd = afd, .write = false, .is_dir = false};
     r = sf_landlock_apply(abi, rules, n, p->network, err, errlen);
     n--; /* afd stays open for dlopen */
 out:
@@ -497,8 +515,7 @@ fail:
     return -1;
 }
 
-int sf_sandbox_serve_stage(const sf_sandbox_policy *p, char *err,
-                           size_t errlen)
+int sf_sandbox_serve_stage(const sf_sandbox_policy *p, char *err, size_t errlen)
 {
     sf_seccomp_opts so = {.network = p->network, .allow_fork = false};
     int r;

@@ -82,10 +82,10 @@ bool sf_seccomp_available(void)
 
     if (prctl(PR_GET_SECCOMP, 0, 0, 0, 0) < 0)
         return false;
-    return syscall(SYS_seccomp, 2 /* SECCOMP_GET_ACTION_AVAIL */, 0, &act) ==
-           0;
+    return syscall(SYS_seccomp, 2 /* SECCOMP_GET_ACTION_AVAIL */, 0, &act) == 0;
 }
 
+// clang-format off
 /*
  * Allowed unconditionally at the load stage. Grouped as in docs/sandbox.md;
  * a name libseccomp does not know is skipped (and so stays denied).
@@ -140,6 +140,7 @@ static const char *const allow_network[] = {
     "getpeername", "setsockopt", "getsockopt", "sendto", "recvfrom",
     "sendmsg", "recvmsg", "sendmmsg", "recvmmsg", "shutdown",
 };
+// clang-format on
 
 #define CLONE_NS_FLAGS                                                         \
     (CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |               \
@@ -205,12 +206,11 @@ static int load(scmp_filter_ctx ctx, char *err, size_t errlen)
 
 int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
 {
-    static const unsigned long ioctls[] = {TCGETS, TIOCGWINSZ, FIONREAD,
-                                           FIONBIO, FIOCLEX, FIONCLEX};
-    static const int prctls[] = {PR_SET_NAME, PR_GET_NAME, PR_GET_DUMPABLE,
-                                 PR_GET_NO_NEW_PRIVS, PR_GET_SECCOMP,
-                                 PR_SET_VMA, PR_CAPBSET_READ,
-                                 PR_SET_NO_NEW_PRIVS};
+    static const unsigned long ioctls[] = {TCGETS,  TIOCGWINSZ, FIONREAD,
+                                           FIONBIO, FIOCLEX,    FIONCLEX};
+    static const int prctls[] = {
+        PR_SET_NAME,    PR_GET_NAME, PR_GET_DUMPABLE, PR_GET_NO_NEW_PRIVS,
+        PR_GET_SECCOMP, PR_SET_VMA,  PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS};
     scmp_filter_ctx ctx = new_ctx(SCMP_ACT_TRAP, err, errlen);
     pid_t self = getpid();
     int r;
@@ -281,12 +281,15 @@ out:
     return r;
 }
 
-int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err,
-                            size_t errlen)
+int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
 {
-    static const char *const deny[] = {
-        "seccomp", "landlock_create_ruleset", "landlock_add_rule",
-        "landlock_restrict_self", "setrlimit", "fork", "vfork"};
+    static const char *const deny[] = {"seccomp",
+                                       "landlock_create_ruleset",
+                                       "landlock_add_rule",
+                                       "landlock_restrict_self",
+                                       "setrlimit",
+                                       "fork",
+                                       "vfork"};
     scmp_filter_ctx ctx = new_ctx(SCMP_ACT_ALLOW, err, errlen);
     pid_t self = getpid();
     int r = 0;

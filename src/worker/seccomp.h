@@ -31,12 +31,10 @@ typedef struct sf_seccomp_opts {
 int sf_seccomp_install_reporter(int ipc_fd);
 
 /* Loads the load-stage allow-list. Returns 0 or -errno with err written. */
-int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err,
-                           size_t errlen);
+int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen);
 
 /* Stacks the serve-stage filter. Returns 0 or -errno with err written. */
-int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err,
-                            size_t errlen);
+int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err, size_t errlen);
 
 /* True if this kernel can load a filter with SECCOMP_RET_TRAP. */
 bool sf_seccomp_available(void);

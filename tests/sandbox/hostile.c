@@ -252,8 +252,7 @@ static void attack(const char *name, const char *arg)
         else
             say("ESCAPED: read the daemon's memory");
     } else if (strcmp(name, "kill_parent") == 0 ||
-               strcmp(name, "kill_all") == 0 ||
-               strcmp(name, "kill_pid") == 0) {
+               strcmp(name, "kill_all") == 0 || strcmp(name, "kill_pid") == 0) {
         pid_t target = strcmp(name, "kill_parent") == 0 ? getppid()
                        : strcmp(name, "kill_all") == 0  ? -1
                                                         : atoi(arg ? arg : "0");
@@ -378,8 +377,7 @@ int sofaas_init(void)
 #endif
 
 /* Copies the value of key from a query string into out. */
-static const char *param(const char *q, const char *key, char *out,
-                         size_t len)
+static const char *param(const char *q, const char *key, char *out, size_t len)
 {
     size_t kl = strlen(key);
 
