@@ -63,25 +63,30 @@ void sf_sandbox_probe_run(sf_sandbox_probe *p)
 #endif
 }
 
+/* Appends ",name" (or "name") to buf when cond holds; truncates safely. */
+static void miss(bool cond, const char *name, char *buf, size_t len)
+{
+    size_t n = strlen(buf);
+
+    if (cond && n + 1 < len)
+        snprintf(buf + n, len - n, "%s%s", n ? "," : "", name);
+}
+
+/* The optional layers this host lacks, comma-separated ("" if none). */
 static const char *missing(const sf_sandbox_probe *p, char *buf, size_t len)
 {
-    size_t n = 0;
-
     buf[0] = '\0';
-#define MISS(cond, name)                                                       \
-    if (cond)                                                                  \
-    n += (size_t)snprintf(buf + n, n < len ? len - n : 0, "%s%s",              \
-                          n ? "," : "", name)
-    MISS(p->landlock_abi == 0, "landlock");
-    MISS(p->landlock_abi > 0 && p->landlock_abi < 4, "landlock_net(abi>=4)");
-    MISS(p->landlock_abi > 0 && p->landlock_abi < 6, "landlock_scope(abi>=6)");
-    MISS(!p->root && !p->userns, "userns");
-    MISS(!p->mntns, "mntns(private /tmp)");
-    MISS(!p->netns, "netns");
-    MISS(!p->ipcns, "ipcns");
-    MISS(!p->utsns, "utsns");
-    MISS(p->asan, "rlimit_as(asan build)");
-#undef MISS
+    miss(p->landlock_abi == 0, "landlock", buf, len);
+    miss(p->landlock_abi > 0 && p->landlock_abi < 4, "landlock_net(abi>=4)",
+         buf, len);
+    miss(p->landlock_abi > 0 && p->landlock_abi < 6, "landlock_scope(abi>=6)",
+         buf, len);
+    miss(!p->root && !p->userns, "userns", buf, len);
+    miss(!p->mntns, "mntns(private /tmp)", buf, len);
+    miss(!p->netns, "netns", buf, len);
+    miss(!p->ipcns, "ipcns", buf, len);
+    miss(!p->utsns, "utsns", buf, len);
+    miss(p->asan, "rlimit_as(asan build)", buf, len);
     return buf;
 }
 
