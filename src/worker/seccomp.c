@@ -99,13 +99,12 @@ static const char *const allow_plain[] = {
     "pwritev", "preadv2", "pwritev2", "open", "openat", "close",
     "close_range", "lseek", "fstat", "stat", "lstat", "newfstatat", "statx",
     "statfs", "fstatfs", "access", "faccessat", "faccessat2", "readlink",
-    "readlinkat", "getdents", "getdents64", "fcntl", "dup", "dup2", "dup3",
+    "readlinkat", "getdents", "getdents64", "dup", "dup2", "dup3",
     "pipe", "pipe2", "ftruncate", "truncate", "fsync", "fdatasync",
     "fallocate", "flock", "fadvise64", "sendfile", "copy_file_range",
     "splice", "tee", "mkdir", "mkdirat", "unlink", "unlinkat", "rename",
     "renameat", "renameat2", "rmdir", "symlink", "symlinkat", "link",
     "linkat", "getcwd", "chdir", "fchdir", "umask", "utimensat", "fchmod",
-    "fchmodat",
     /* waiting on fds the process already holds */
     "poll", "ppoll", "select", "pselect6", "epoll_create", "epoll_create1",
     "epoll_ctl", "epoll_wait", "epoll_pwait", "epoll_pwait2", "eventfd",
@@ -208,6 +207,13 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
 {
     static const unsigned long ioctls[] = {TCGETS,  TIOCGWINSZ, FIONREAD,
                                            FIONBIO, FIOCLEX,    FIONCLEX};
+    /* Not F_SETOWN/F_SETSIG (SIGIO to another process), F_SETLEASE,
+     * F_NOTIFY. */
+    static const int fcntls[] = {
+        F_DUPFD,      F_DUPFD_CLOEXEC, F_GETFD,     F_SETFD,
+        F_GETFL,      F_SETFL,         F_GETLK,     F_SETLK,
+        F_SETLKW,     F_OFD_GETLK,     F_OFD_SETLK, F_OFD_SETLKW,
+        F_GETPIPE_SZ, F_SETPIPE_SZ,    F_ADD_SEALS, F_GET_SEALS};
     static const int prctls[] = {
         PR_SET_NAME,    PR_GET_NAME, PR_GET_DUMPABLE, PR_GET_NO_NEW_PRIVS,
         PR_GET_SECCOMP, PR_SET_VMA,  PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS};
@@ -223,6 +229,9 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
         goto out;
     for (size_t i = 0; i < sizeof(ioctls) / sizeof(*ioctls); i++)
         ADD(ctx, SCMP_ACT_ALLOW, ioctl, 1, SCMP_A1(SCMP_CMP_EQ, ioctls[i]));
+    for (size_t i = 0; i < sizeof(fcntls) / sizeof(*fcntls); i++)
+        ADD(ctx, SCMP_ACT_ALLOW, fcntl, 1,
+            SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)fcntls[i]));
     for (size_t i = 0; i < sizeof(prctls) / sizeof(*prctls); i++)
         ADD(ctx, SCMP_ACT_ALLOW, prctl, 1,
             SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)prctls[i]));

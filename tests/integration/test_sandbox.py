@@ -51,6 +51,7 @@ TRAPPED = {
     "io_uring_setup": (None, "io_uring_setup"),
     "userfaultfd": (None, "userfaultfd"),
     "int80": (None, "getpid (20, i386)"),
+    "setown": (None, "fcntl"),
 }
 
 

@@ -338,6 +338,12 @@ static void attack(const char *name, const char *arg)
         /* i386 getpid through the 32-bit entry point. */
         __asm__ volatile("int $0x80" : "=a"(r) : "a"(20L) : "memory");
         say("ESCAPED: i386 getpid returned %ld", r);
+    } else if (strcmp(name, "setown") == 0) {
+        /* SIGIO for our stdout would go to the daemon. */
+        if (fcntl(STDOUT_FILENO, F_SETOWN, getppid()) != 0)
+            refused("fcntl F_SETOWN");
+        else
+            say("ESCAPED: F_SETOWN to %d", getppid());
     } else if (strcmp(name, "sigsys") == 0) {
         if (signal(SIGSYS, SIG_IGN) == SIG_ERR)
             refused("signal(SIGSYS)");
