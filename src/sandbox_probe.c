@@ -94,7 +94,7 @@ void sf_sandbox_probe_log(const sf_sandbox_probe *p, uid_t uid, gid_t gid)
 {
     char miss[256], ids[48];
 
-    if (p->root)
+    if (uid != 0)
         snprintf(ids, sizeof(ids), "%u:%u", uid, gid);
     else
         snprintf(ids, sizeof(ids), "unchanged");
@@ -128,13 +128,15 @@ void sf_sandbox_probe_print(const sf_sandbox_probe *p, uid_t uid, gid_t gid,
                 p->landlock_abi >= 6 ? ", signal+abstract-unix scope" : "");
     else
         fprintf(out, "  %-22s no\n", "landlock");
-    if (p->root)
+    if (uid != 0)
         fprintf(out,
                 "  %-22s yes, to uid %u gid %u, all capabilities "
                 "dropped\n",
                 "uid/gid drop", uid, gid);
     else
-        fprintf(out, "  %-22s no (daemon is not root); user namespace: %s\n",
+        fprintf(out,
+                "  %-22s no (daemon is not root, no sandbox.worker_user); "
+                "user namespace: %s\n",
                 "uid/gid drop", p->userns ? "yes" : "no");
     fprintf(out, "  %-22s %s\n", "mount ns + /tmp", p->mntns ? "yes" : "no");
     fprintf(out, "  %-22s %s\n", "network ns", p->netns ? "yes" : "no");

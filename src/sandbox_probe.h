@@ -31,8 +31,8 @@ void sf_sandbox_probe_run(sf_sandbox_probe *p);
 
 /*
  * Writes the layers in effect as one log line, and one warning line naming
- * the optional layers this kernel lacks (if any). uid/gid: the worker
- * identity when p->root.
+ * the optional layers this kernel lacks (if any). uid/gid: the identity
+ * workers switch to, uid 0 when they keep the daemon's.
  */
 void sf_sandbox_probe_log(const sf_sandbox_probe *p, uid_t uid, gid_t gid);
 

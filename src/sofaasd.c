@@ -15,7 +15,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/capability.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 #include <uv.h>
@@ -51,8 +53,8 @@ typedef struct daemon_state {
 } daemon_state;
 
 /*
- * The identity workers run user code as when the daemon is root: USER (a
- * name) or UID:GID; by default the package's "sofaas" user, else nobody.
+ * The identity workers run user code as: USER (a name) or UID:GID; by
+ * default (root only) the package's "sofaas-worker" user, else nobody.
  */
 static int resolve_worker_user(const char *spec, uid_t *uid, gid_t *gid)
 {
@@ -65,7 +67,7 @@ static int resolve_worker_user(const char *spec, uid_t *uid, gid_t *gid)
         *gid = g;
         return u == 0 || g == 0 ? -EINVAL : 0;
     }
-    pw = getpwnam(spec ? spec : "sofaas");
+    pw = getpwnam(spec ? spec : "sofaas-worker");
     if (pw == NULL && spec == NULL)
         pw = getpwnam("nobody");
     if (pw == NULL)
@@ -75,10 +77,25 @@ static int resolve_worker_user(const char *spec, uid_t *uid, gid_t *gid)
     return *uid == 0 || *gid == 0 ? -EINVAL : 0;
 }
 
+/* True if this process may switch uid/gid (CAP_SETUID and CAP_SETGID
+ * effective, e.g. from systemd's AmbientCapabilities=). */
+static bool can_setid(void)
+{
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
+
+    if (syscall(SYS_capget, &h, d) != 0)
+        return false;
+    return (d[0].effective & (1u << CAP_SETUID)) &&
+           (d[0].effective & (1u << CAP_SETGID));
+}
+
 /*
- * Worker arguments for the sandbox (identity when root, --sandbox=off),
- * written into args (NULL-ended, pointing into ids). Returns 0, or -1 after
- * logging why the configured user cannot be used.
+ * Worker arguments for the sandbox (identity, --sandbox=off), written into
+ * args (NULL-ended, pointing into ids). Root always switches (to the
+ * configured user or the default); a non-root daemon switches only when
+ * sandbox.worker_user is set, and needs CAP_SETUID/CAP_SETGID for it.
+ * Returns 0, or -1 after logging why the user cannot be used.
  */
 static int sandbox_args(const sf_config *c, char ids[2][32],
                         const char *args[4], uid_t *uid, gid_t *gid)
@@ -89,7 +106,7 @@ static int sandbox_args(const sf_config *c, char ids[2][32],
 
     *uid = 0;
     *gid = 0;
-    if (geteuid() == 0) {
+    if (geteuid() == 0 || (user != NULL && can_setid())) {
         r = resolve_worker_user(user, uid, gid);
         if (r < 0) {
             SF_ERR("msg=\"cannot run functions as this user\" user=%s "
@@ -105,7 +122,7 @@ static int sandbox_args(const sf_config *c, char ids[2][32],
         args[n++] = ids[1];
     } else if (user != NULL) {
         SF_ERR("msg=\"sandbox.worker_user needs the daemon to start as "
-               "root\" user=%s",
+               "root or with CAP_SETUID and CAP_SETGID\" user=%s",
                user);
         return -1;
     }

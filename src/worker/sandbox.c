@@ -173,7 +173,7 @@ static int write_file(const char *path, const char *s)
 }
 
 /* Enters a user namespace mapping our own ids onto themselves, which gives
- * us the capabilities to create the others; dropped in drop_ids(). */
+ * us the capabilities to create the others; shed in ids_after_namespaces(). */
 static int enter_userns(void)
 {
     char map[64];
@@ -254,34 +254,27 @@ static int last_cap(void)
     return c;
 }
 
-/* Empties the bounding and ambient sets; needs CAP_SETPCAP, so it runs
- * before the uid switch (root) or while the user namespace's caps last. */
-static int drop_bounding(char *err, size_t errlen)
+/*
+ * Empties the bounding and ambient sets. The bounding set needs
+ * CAP_SETPCAP: root and a user namespace have it and must succeed; a
+ * non-root daemon given only CAP_SETUID/CAP_SETGID does not, and there the
+ * bounding set is moot anyway (NO_NEW_PRIVS, and execve is refused).
+ */
+static int drop_bounding(bool must, char *err, size_t errlen)
 {
     int lc = last_cap();
 
-    for (int c = 0; c <= lc; c++)
-        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) != 0 && errno != EINVAL) {
-            snprintf(err, errlen, "PR_CAPBSET_DROP %d: %s", c, strerror(errno));
-            return -1;
-        }
+    for (int c = 0; c <= lc; c++) {
+        if (prctl(PR_CAPBSET_DROP, c, 0, 0, 0) == 0 || errno == EINVAL)
+            continue;
+        if (errno == EPERM && !must)
+            break;
+        snprintf(err, errlen, "PR_CAPBSET_DROP %d: %s", c, strerror(errno));
+        return -1;
+    }
     if (prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 &&
         errno != EINVAL) {
         snprintf(err, errlen, "clear ambient caps: %s", strerror(errno));
-        return -1;
-    }
-    return 0;
-}
-
-/* Empties the permitted, effective and inheritable sets. */
-static int clear_caps(char *err, size_t errlen)
-{
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct d[2];
-
-    memset(d, 0, sizeof(d));
-    if (syscall(SYS_capset, &h, d) != 0) {
-        snprintf(err, errlen, "capset: %s", strerror(errno));
         return -1;
     }
     return 0;
@@ -298,50 +291,95 @@ static int caps_empty(void)
             d[1].effective | d[1].permitted | d[1].inheritable) == 0;
 }
 
-/* Root runs user code as opts.uid/gid, verified; nobody keeps capabilities. */
-static int drop_ids(char *err, size_t errlen)
+/* Leaves no capability anywhere (sets emptied, then verified). */
+static int shed_caps(bool must_bound, char *err, size_t errlen)
 {
-    uid_t ru, eu, su;
-    gid_t rg, eg, sg;
+    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct d[2];
 
-    if (geteuid() == 0) {
-        if (!opts.set_ids || opts.uid == 0) {
-            snprintf(err, errlen,
-                     "worker runs as root and no unprivileged "
-                     "uid was given (sofaasd --worker-user)");
-            return -1;
-        }
-    }
     /* Without capabilities (an unprivileged daemon and no user namespace)
      * there is nothing to drop and no right to drop it. */
-    if (!caps_empty() && drop_bounding(err, errlen) < 0)
+    if (caps_empty())
+        return 0;
+    if (drop_bounding(must_bound, err, errlen) < 0)
         return -1;
-    if (opts.set_ids) {
-        if (setgroups(0, NULL) != 0 && errno != EPERM) {
-            snprintf(err, errlen, "setgroups: %s", strerror(errno));
-            return -1;
-        }
-        if (setresgid(opts.gid, opts.gid, opts.gid) != 0 ||
-            setresuid(opts.uid, opts.uid, opts.uid) != 0) {
-            snprintf(err, errlen, "switch to uid %u gid %u: %s", opts.uid,
-                     opts.gid, strerror(errno));
-            return -1;
-        }
-        if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0 ||
-            ru != opts.uid || eu != opts.uid || su != opts.uid ||
-            rg != opts.gid || eg != opts.gid || sg != opts.gid) {
-            snprintf(err, errlen, "uid/gid switch did not hold");
-            return -1;
-        }
+    memset(d, 0, sizeof(d));
+    if (syscall(SYS_capset, &h, d) != 0) {
+        snprintf(err, errlen, "capset: %s", strerror(errno));
+        return -1;
     }
-    /* setresuid from 0 cleared them already; a user namespace's remain. */
-    if (!caps_empty() && clear_caps(err, errlen) < 0)
-        return -1;
     if (!caps_empty()) {
         snprintf(err, errlen, "capabilities still held after the drop");
         return -1;
     }
     return 0;
+}
+
+/* Switches to opts.uid/gid (no supplementary groups), verified. Needs
+ * root or CAP_SETUID+CAP_SETGID. */
+static int switch_ids(char *err, size_t errlen)
+{
+    uid_t ru, eu, su;
+    gid_t rg, eg, sg;
+
+    if (setgroups(0, NULL) != 0 && errno != EPERM) {
+        snprintf(err, errlen, "setgroups: %s", strerror(errno));
+        return -1;
+    }
+    if (setresgid(opts.gid, opts.gid, opts.gid) != 0 ||
+        setresuid(opts.uid, opts.uid, opts.uid) != 0) {
+        snprintf(err, errlen, "switch to uid %u gid %u: %s", opts.uid, opts.gid,
+                 strerror(errno));
+        return -1;
+    }
+    if (getresuid(&ru, &eu, &su) != 0 || getresgid(&rg, &eg, &sg) != 0 ||
+        ru != opts.uid || eu != opts.uid || su != opts.uid || rg != opts.gid ||
+        eg != opts.gid || sg != opts.gid) {
+        snprintf(err, errlen, "uid/gid switch did not hold");
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Identity before namespaces, for a non-root daemon that holds
+ * CAP_SETUID/CAP_SETGID (systemd AmbientCapabilities=): it cannot create
+ * namespaces directly, so it switches first and then builds them in a user
+ * namespace of the worker uid. The uid change made the process
+ * non-dumpable, which would keep it from writing its own id maps; it is
+ * made non-dumpable again right after.
+ */
+static int ids_before_namespaces(char *err, size_t errlen)
+{
+    if (geteuid() == 0 || !opts.set_ids)
+        return 0;
+    if (switch_ids(err, errlen) < 0 || shed_caps(false, err, errlen) < 0)
+        return -1;
+    if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) {
+        snprintf(err, errlen, "PR_SET_DUMPABLE: %s", strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/*
+ * Identity after namespaces: root empties the bounding set (while it holds
+ * CAP_SETPCAP) and switches, which clears its other capabilities; a user
+ * namespace's capabilities are shed here too. Refuses to go on as root.
+ */
+static int ids_after_namespaces(char *err, size_t errlen)
+{
+    if (geteuid() == 0) {
+        if (!opts.set_ids || opts.uid == 0) {
+            snprintf(err, errlen,
+                     "worker runs as root and no unprivileged uid was given "
+                     "(sandbox.worker_user)");
+            return -1;
+        }
+        if (drop_bounding(true, err, errlen) < 0 || switch_ids(err, errlen) < 0)
+            return -1;
+    }
+    return shed_caps(true, err, errlen);
 }
 
 /* Address space for memory_mb. Under a memory cgroup (which limits and
@@ -479,14 +517,15 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
         snprintf(err, errlen, "open artifact: %s", strerror(errno));
         return -1;
     }
-    if (enter_namespaces(p, &ns, err, errlen) < 0)
+    if (ids_before_namespaces(err, errlen) < 0 ||
+        enter_namespaces(p, &ns, err, errlen) < 0)
         goto fail;
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 ||
         setrlimit(RLIMIT_CORE, &core) != 0) {
         snprintf(err, errlen, "disable core dumps: %s", strerror(errno));
         goto fail;
     }
-    if (drop_ids(err, errlen) < 0 || set_limits(p, err, errlen) < 0)
+    if (ids_after_namespaces(err, errlen) < 0 || set_limits(p, err, errlen) < 0)
         goto fail;
     abi = sf_landlock_abi();
     if (abi > 0 &&

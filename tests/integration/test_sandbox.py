@@ -393,3 +393,44 @@ def test_sandbox_setup_failure_fails_closed(sbd):
         err["message"], err
     assert "sandbox setup failed, refusing to run the function" in sbd.log()
     still_serving(sbd)
+
+
+def as_user(*args, caps=False):
+    """Runs sofaasd as uid/gid 1234 (optionally with ambient CAP_SETUID and
+    CAP_SETGID, as systemd's AmbientCapabilities= would give it)."""
+    cmd = ["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups"]
+    probe = subprocess.run(cmd + [SOFAASD, "--version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("the build directory is not reachable for uid 1234")
+    if caps:
+        cmd += ["--inh-caps=+setuid,+setgid",
+                "--ambient-caps=+setuid,+setgid"]
+    return subprocess.run(cmd + [SOFAASD] + list(args), capture_output=True,
+                          text=True, timeout=60)
+
+
+needs_root_and_setpriv = pytest.mark.skipif(
+    not ROOT or shutil.which("setpriv") is None,
+    reason="needs root and setpriv to start the daemon as another user")
+
+
+@needs_root_and_setpriv
+def test_unprivileged_daemon_uses_a_user_namespace():
+    out = as_user("--check-sandbox")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "status   Uid:\t1234\t1234\t1234\t1234" in out.stdout
+    assert "status   Seccomp:\t2" in out.stdout
+    assert "check    write /tmp/probe: ok" in out.stdout  # private /tmp
+
+
+@needs_root_and_setpriv
+def test_unprivileged_daemon_with_setuid_caps_switches_user():
+    out = as_user("--check-sandbox", "--worker-user", "12345:12346",
+                  caps=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "status   Uid:\t12345\t12345\t12345\t12345" in out.stdout
+    assert "status   CapEff:\t0000000000000000" in out.stdout
+    # Without the capabilities the same setting is refused at start.
+    out = as_user("--check-sandbox", "--worker-user", "12345:12346")
+    assert out.returncode != 0
+    assert "CAP_SETUID" in out.stderr
