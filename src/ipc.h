@@ -70,8 +70,9 @@ _Static_assert(sizeof(sf_hello_msg) == 8, "hello layout");
 /* LOAD flags. */
 #define SF_LOAD_F_NETWORK 0x1u
 /* The daemon holds the worker to memory_mb with a memory cgroup; the
- * worker's RLIMIT_AS is then a looser backstop (docs/sandbox.md). */
-#define SF_LOAD_F_MEMCG 0x2u
+ * worker's RLIMIT_AS is then a looser backstop (docs/sandbox.md). 0x2 is
+ * left for templates (issue 4). */
+#define SF_LOAD_F_MEMCG 0x4u
 
 /*
  * LOAD payload: this struct, then path (path_len bytes + NUL), then the env

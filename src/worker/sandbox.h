@@ -20,9 +20,11 @@
  *
  * Templates (fork-from-initialized-instance): a template worker sets
  * policy.allow_fork. Its load stage then permits clone() without
- * CLONE_THREAD (fork, bounded by RLIMIT_NPROC), wait4/waitid, and kill of
- * positive pids (Landlock's signal scope keeps that inside the template's
- * own domain). The template itself does not call the serve stage; each
+ * CLONE_THREAD (fork, bounded by RLIMIT_NPROC), kill/tgkill of positive
+ * pids (Landlock's signal scope keeps that inside the template's own
+ * domain), socketpair(AF_UNIX) and sendmsg (a channel per child, passed to
+ * the daemon with SCM_RIGHTS). wait4/waitid and prctl(PR_SET_PDEATHSIG)
+ * are allowed for every worker. The template itself does not call the serve stage; each
  * child it forks calls sf_sandbox_serve_stage() before serving, which
  * forbids fork/vfork/clone-without-CLONE_THREAD again, pins kill/tgkill to
  * the child's own pid and puts the child in its own Landlock scope domain,

@@ -258,6 +258,11 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
             SCMP_A0(SCMP_CMP_MASKED_EQ, 0xffffffff80000000ULL, 0));
         ADD(ctx, SCMP_ACT_ALLOW, clone, 1,
             SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NS_FLAGS, 0));
+        /* The template hands each child a channel to the daemon: a Unix
+         * socket pair, passed over its own channel with SCM_RIGHTS. */
+        ADD(ctx, SCMP_ACT_ALLOW, socketpair, 1,
+            SCMP_A0(SCMP_CMP_EQ, AF_UNIX));
+        ADD(ctx, SCMP_ACT_ALLOW, sendmsg, 0);
     } else {
         /* raise()/abort() are tgkill(getpid(), gettid(), sig). */
         ADD(ctx, SCMP_ACT_ALLOW, kill, 1,

@@ -30,7 +30,8 @@ enum {
     DO_CLONE3,
     DO_SIGSYS,
     DO_FORK,
-    DO_EXEC_MEM
+    DO_EXEC_MEM,
+    DO_TEMPLATE
 };
 
 typedef struct outcome {
@@ -42,7 +43,7 @@ typedef struct outcome {
 
 static void child(int fd, int what, bool serve)
 {
-    sf_seccomp_opts o = {.network = false};
+    sf_seccomp_opts o = {.network = false, .allow_fork = what == DO_TEMPLATE};
     char err[256];
     long r = 0;
 
@@ -78,6 +79,25 @@ static void child(int fd, int what, bool serve)
         if (r == 0)
             _exit(0);
         break;
+    case DO_TEMPLATE: {
+        /* A template forks (allowed); its child stacks the serve filter
+         * and tries to fork again (refused, reported on the inherited fd).
+         * The template exits with the child's status. */
+        int st;
+        pid_t c = fork();
+        if (c == 0) {
+            if (sf_seccomp_serve_filter(&o, err, sizeof(err)) != 0)
+                _exit(91);
+            /* fork() as glibc does it: clone without CLONE_THREAD, which
+             * the template's own filter allows; only the serve filter can
+             * refuse it. */
+            syscall(SYS_clone, SIGCHLD, 0, 0, 0, 0);
+            _exit(92);
+        }
+        if (c < 0 || waitpid(c, &st, 0) != c)
+            _exit(93);
+        _exit(WIFEXITED(st) ? WEXITSTATUS(st) : 94);
+    }
     case DO_EXEC_MEM: {
         void *p = mmap(NULL, 4096, PROT_READ | PROT_EXEC,
                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -197,6 +217,13 @@ static void test_exec_memory_only_before_serving(void **state)
     assert_trapped(&oc, SYS_mmap);
 }
 
+static void test_template_forks_but_its_children_cannot(void **state)
+{
+    outcome oc = run(DO_TEMPLATE, false);
+    (void)state;
+    assert_trapped(&oc, SYS_clone);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -207,6 +234,7 @@ int main(void)
         cmocka_unit_test(test_sigsys_action_cannot_change),
         cmocka_unit_test(test_fork_refused),
         cmocka_unit_test(test_exec_memory_only_before_serving),
+        cmocka_unit_test(test_template_forks_but_its_children_cannot),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
