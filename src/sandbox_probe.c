@@ -82,11 +82,11 @@ static const char *missing(const sf_sandbox_probe *p, char *buf, size_t len)
     miss(p->landlock_abi > 0 && p->landlock_abi < 6, "landlock_scope(abi>=6)",
          buf, len);
     miss(!p->root && !p->userns, "userns", buf, len);
-    miss(!p->mntns, "mntns(private /tmp)", buf, len);
+    miss(!p->mntns, "mntns(private_tmp)", buf, len);
     miss(!p->netns, "netns", buf, len);
     miss(!p->ipcns, "ipcns", buf, len);
     miss(!p->utsns, "utsns", buf, len);
-    miss(p->asan, "rlimit_as(asan build)", buf, len);
+    miss(p->asan, "rlimit_as(asan_build)", buf, len);
     return buf;
 }
 
@@ -106,7 +106,7 @@ void sf_sandbox_probe_log(const sf_sandbox_probe *p, uid_t uid, gid_t gid)
     missing(p, miss, sizeof(miss));
     if (miss[0] != '\0')
         SF_WARN("msg=\"sandbox running without some optional layers\" "
-                "missing=%s",
+                "missing=\"%s\"",
                 miss);
     if (!p->seccomp)
         SF_ERR("msg=\"seccomp with SECCOMP_RET_TRAP is unavailable: every "
