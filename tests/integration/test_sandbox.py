@@ -138,6 +138,13 @@ def test_kill_sibling_worker_is_refused(sbd):
     still_serving(sbd)
 
 
+def test_threads_are_allowed(sbd):
+    # pthread_create tries clone3 (ENOSYS here), then clone with
+    # CLONE_THREAD, which the filters allow, also after init.
+    r = sbd.invoke("hostile", "?attack=thread")
+    assert (r.status_code, r.text) == (200, "thread ok")
+
+
 def test_clone3_gets_enosys(sbd):
     r = sbd.invoke("hostile", attack_path("clone3"))
     assert r.status_code == 200

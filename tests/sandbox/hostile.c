@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <linux/perf_event.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -190,6 +191,11 @@ static void dump_env(void)
         n += (size_t)snprintf(report + n, sizeof(report) - n, "%s\n", *e);
 }
 
+static void *thread_main(void *arg)
+{
+    return arg;
+}
+
 static void attack(const char *name, const char *arg)
 {
     pid_t pid;
@@ -356,6 +362,17 @@ static void attack(const char *name, const char *arg)
             refused("mmap PROT_EXEC");
         else
             say("mapped executable memory");
+    } else if (strcmp(name, "thread") == 0) {
+        /* Not an attack: threads are allowed (docs/sandbox.md). */
+        pthread_t t;
+        void *ret = NULL;
+        int e = pthread_create(&t, NULL, thread_main, (void *)report);
+        if (e != 0 || pthread_join(t, &ret) != 0 || ret != report) {
+            errno = e;
+            refused("pthread_create");
+        } else {
+            say("thread ok");
+        }
     } else if (strcmp(name, "fds") == 0) {
         list_fds();
     } else if (strcmp(name, "env") == 0) {
