@@ -3,13 +3,15 @@
  * docs/sandbox.md).
  *
  * The load stage runs its steps in an order forced by the kernel: the
- * artifact and the Landlock paths are opened while they are still
- * reachable (before the private /tmp hides them and before the uid drop
- * takes directory search rights away); the user namespace's id maps are
- * written while /proc/self is still ours (before PR_SET_DUMPABLE 0); the
- * uid drop comes after the mounts that need privilege; Landlock and the
- * seccomp filter come last because they take away the calls the earlier
- * steps make. Seccomp is required; Landlock and namespaces are optional
+ * artifact is opened while it is still reachable (before the private /tmp
+ * may hide it and before the uid drop takes directory search rights away);
+ * the user namespace's id maps are written while /proc/self is still ours
+ * (before PR_SET_DUMPABLE 0); root drops its uid after the mounts that need
+ * its privilege (a non-root daemon with CAP_SETUID drops first and mounts
+ * inside a user namespace of the new uid); the Landlock rules are opened
+ * after /tmp is mounted, so the tmp rule names the new tmpfs; Landlock and
+ * the seccomp filter come last because they take away the calls the
+ * earlier steps make. Seccomp is required; Landlock and namespaces are optional
  * kernel features and are skipped when absent (sofaasd logs which at
  * start), everything else failing is fatal.
  */
