@@ -16,7 +16,7 @@ DEB_PACKAGES = build-essential cmake pkg-config libuv1-dev node-llhttp \
 	libcjson-dev libseccomp-dev libsqlite3-dev libcmocka-dev \
 	python3 python3-pytest python3-requests curl sqlite3 \
 	systemd man-db adduser dpkg-dev \
-	python3-prometheus-client python3-yaml
+	python3-prometheus-client python3-yaml wrk
 
 .PHONY: all deps build run test package clean
 
