@@ -548,18 +548,19 @@ def test_metrics_gauges_show_queue_and_busy_workers(daemon_factory):
                for _ in range(3)]
     for t in threads:
         t.start()
-    # poll until all three arrived: one runs, two wait
+    # poll until all three arrived and the instance is up: one runs, two
+    # wait (two requests queued behind a still-loading instance also read
+    # as depth 2, so wait for the busy worker too)
     deadline = time.time() + 30
     while True:
         fams, _ = metrics(d)
         q = sample(fams, "sofaas_queue_depth", "sofaas_queue_depth",
                    function="sleepy")
-        if q == 2:
+        busy = sample(fams, "sofaas_workers", "sofaas_workers", state="busy")
+        if q == 2 and busy == 1:
             break
-        assert time.time() < deadline, q
+        assert time.time() < deadline, (q, busy)
         time.sleep(0.02)
-    assert sample(fams, "sofaas_workers", "sofaas_workers",
-                  state="busy") == 1
     for t in threads:
         t.join()
     fams, _ = metrics(d)
