@@ -2,19 +2,23 @@
  * meter.c - invocation records, billing arithmetic, group commit, retention
  * roll-up and monthly spend for budgets (see meter.h).
  *
- * Group commit: the loop thread prices a record and appends it to a
- * mutex-protected queue; one writer thread, with its own SQLite connection,
- * takes everything queued, inserts it in one transaction and hands the
- * batch back through a uv_async_t, whose callback (loop thread) runs the
- * callbacks that send the HTTP responses. While a commit is in progress new
- * records pile up and go in the next transaction, so batches grow with load
- * by themselves and the loop never waits for SQLite. A writer thread was
- * chosen over a per-loop-iteration commit on the loop thread because WAL
- * checkpoints (which fsync) and roll-up deletes would otherwise stall every
- * connection; bench/meter_overhead.sh measures the result.
+ * Group commit: the loop thread prices a record and keeps it in a list that
+ * a uv_check handle hands to the writer once per loop iteration (one lock,
+ * one wake-up). One writer thread, with its own SQLite connection, takes
+ * everything queued -- at most once per commit_interval_us -- inserts it in
+ * one transaction and hands the batch back through a uv_async_t, whose
+ * callback (loop thread) runs the callbacks that send the HTTP responses.
+ * While a commit is in progress new records pile up and go in the next
+ * transaction, so batches grow with load and the loop never waits for
+ * SQLite. WAL checkpoints run on a third thread with a third connection
+ * (PASSIVE: they never block the writer). A writer thread was chosen over
+ * a per-loop-iteration commit on the loop thread because checkpoints (which
+ * fsync) and roll-up deletes would otherwise stall every connection;
+ * bench/meter_overhead.sh measures the cost (docs/metering.md).
  *
- * Rows are inserted with INSERT OR IGNORE on a UNIQUE daemon-generated
- * invocation id, so replaying a batch can never count an invocation twice.
+ * Rows are inserted with INSERT OR IGNORE on the daemon-assigned invocation
+ * id (the table's INTEGER PRIMARY KEY, never reused), so replaying a batch
+ * can never count an invocation twice.
  */
 #include "meter.h"
 

@@ -20,8 +20,6 @@
 #include "log.h"
 #include "util.h"
 
-#define HOUR_US 3600000000LL
-#define DAY_US (24 * HOUR_US)
 #define LIST_LIMIT_DEFAULT 100
 #define LIST_LIMIT_MAX 1000
 
