@@ -10,6 +10,7 @@
 #include <cjson/cJSON.h>
 #include <ctype.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,11 +20,14 @@
 #include "artifact.h"
 #include "log.h"
 #include "trace.h"
+#include "meter.h"
+#include "usage.h"
 #include "util.h"
 
 struct sf_api {
     sf_registry *reg;
     sf_pool *pool;
+    sf_meter *meter;
     char *token;
     size_t token_len;
     size_t invoke_body_max;
@@ -157,11 +161,14 @@ static const sf_function *named_function(sf_api *api, sf_http_req *req)
 static void handle_get(sf_api *api, sf_http_req *req)
 {
     const sf_function *f = named_function(api, req);
-    cJSON *j;
+    cJSON *j, *budget;
 
     if (f == NULL)
         return;
     j = function_json(f);
+    budget = sf_meter_budget_json(api->meter, f->name, &f->config);
+    if (budget != NULL)
+        cJSON_AddItemToObject(j, "budget_status", budget);
     cJSON_AddItemToObject(j, "versions",
                           sf_registry_versions_json(api->reg, f->name));
     respond_json(req, 200, j);
@@ -438,6 +445,11 @@ static void handle_patch(sf_api *api, sf_http_req *req)
 
 /* ---- invocation --------------------------------------------------------- */
 
+/*
+ * One invocation from dispatch to response. In sync metering mode the
+ * response is built when the pool answers and kept here (the pool's buffers
+ * live only during its callback) until the meter has committed the row.
+ */
 typedef struct invocation {
     sf_api *api;
     sf_http_req *req;
@@ -447,80 +459,185 @@ typedef struct invocation {
     sf_trace trace;
     char traceparent[SF_TRACEPARENT_LEN + 1];
     sofaas_header *hdrs; /* the request's, traceparent replaced */
+    int64_t start_wall_us;
+    uint32_t memory_mb;
+    int64_t budget_nanos;
+    sf_budget_action budget_action;
+    /* what the daemon measured (for the access log) */
+    uint64_t queue_us, duration_us, init_us, instance_id;
+    bool cold_start;
+    /* the response, kept until its row is committed */
+    int status;
+    const char *code;     /* error code (static), or NULL: the function's */
+    char msg[256];        /* error message */
+    sofaas_header *rhdrs; /* function response headers + room for ours */
+    size_t nrhdrs;
+    char *blob; /* copies of header strings and body */
+    const char *body;
+    size_t body_len;
+    char inst[24];
+    char billed[24];
 } invocation;
 
-/*
- * One line per finished invocation (--access-log=on). billed_ms_estimate
- * is ceil(duration) in ms: the metering module (issue 5) owns the real
- * billed figure and replaces this field with billed_ms when it lands.
- */
-static void access_log(const invocation *iv, const sf_invoke_result *res,
-                       int status, const char *code)
+static void invocation_free(invocation *iv)
+{
+    free(iv->rhdrs);
+    free(iv->blob);
+    free(iv->hdrs);
+    free(iv);
+}
+
+/* Keeps a copy of the function's response (headers and body) in iv. */
+static int keep_response(invocation *iv, const sf_response *r)
+{
+    size_t total = r->body_len, off = 0;
+
+    for (size_t i = 0; i < r->header_count; i++)
+        total += r->headers[i].name_len + r->headers[i].value_len;
+    iv->rhdrs = calloc(r->header_count + 4, sizeof(*iv->rhdrs));
+    iv->blob = malloc(total ? total : 1);
+    if (iv->rhdrs == NULL || iv->blob == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < r->header_count; i++) {
+        const sofaas_header *h = &r->headers[i];
+        memcpy(iv->blob + off, h->name, h->name_len);
+        iv->rhdrs[i].name = iv->blob + off;
+        iv->rhdrs[i].name_len = h->name_len;
+        off += h->name_len;
+        memcpy(iv->blob + off, h->value, h->value_len);
+        iv->rhdrs[i].value = iv->blob + off;
+        iv->rhdrs[i].value_len = h->value_len;
+        off += h->value_len;
+    }
+    if (r->body_len > 0)
+        memcpy(iv->blob + off, r->body, r->body_len);
+    iv->body = iv->blob + off;
+    iv->body_len = r->body_len;
+    iv->nrhdrs = r->header_count;
+    iv->status = r->status;
+    return 0;
+}
+
+static void set_error(invocation *iv, int status, const char *code,
+                      const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static void set_error(invocation *iv, int status, const char *code,
+                      const char *fmt, ...)
+{
+    va_list ap;
+
+    iv->status = status;
+    iv->code = code;
+    va_start(ap, fmt);
+    vsnprintf(iv->msg, sizeof(iv->msg), fmt, ap);
+    va_end(ap);
+}
+
+/* One line per finished invocation (--access-log=on), with the billed
+ * duration the meter recorded. */
+static void access_log(const invocation *iv, uint64_t billed_ms)
 {
     SF_INFO("msg=\"access\" request_id=%s function=%s version=%lld "
             "method=%s status=%d outcome=%s duration_ms=%.3f queue_ms=%.3f "
             "cold_start=%d init_ms=%.3f instance=%llu trace_id=%s "
-            "billed_ms_estimate=%llu",
+            "billed_ms=%llu",
             iv->req->request_id, iv->name, (long long)iv->version,
-            iv->req->method, status, code, (double)res->duration_us / 1000.0,
-            (double)res->queue_us / 1000.0, res->cold_start ? 1 : 0,
-            (double)res->init_us / 1000.0,
-            (unsigned long long)res->instance_id, iv->trace.trace_id,
-            (unsigned long long)((res->duration_us + 999) / 1000));
+            iv->req->method, iv->status, iv->code ? iv->code : "ok",
+            (double)iv->duration_us / 1000.0, (double)iv->queue_us / 1000.0,
+            iv->cold_start ? 1 : 0, (double)iv->init_us / 1000.0,
+            (unsigned long long)iv->instance_id, iv->trace.trace_id,
+            (unsigned long long)billed_ms);
+}
+
+/* Sends the kept response; frees iv. Meter callback (loop thread): in sync
+ * mode the row is committed by now. */
+static void on_metered(void *ctx, int status, uint64_t billed_ms)
+{
+    invocation *iv = ctx;
+    sf_http_req *req = iv->req;
+    sofaas_header billed;
+
+    snprintf(iv->billed, sizeof(iv->billed), "%llu",
+             (unsigned long long)billed_ms);
+    billed = (sofaas_header){"X-Sofaas-Billed-Ms", 18, iv->billed,
+                             strlen(iv->billed)};
+    if (status < 0)
+        set_error(iv, 503, "metering_unavailable",
+                  "function '%s' ran but its invocation could not be "
+                  "recorded; not billed",
+                  iv->name);
+    if (iv->api->access_log)
+        access_log(iv, status < 0 ? 0 : billed_ms);
+    if (status < 0) {
+        /* Never answer an invocation the meter could not record. */
+        sf_http_error(req, iv->status, iv->code, "%s", iv->msg);
+    } else if (iv->code != NULL) {
+        sf_http_error_hdrs(req, iv->status, &billed, 1, iv->code, "%s",
+                           iv->msg);
+    } else {
+        size_t n = iv->nrhdrs;
+        iv->rhdrs[n++] = billed;
+        iv->rhdrs[n++] = (sofaas_header){"X-Sofaas-Instance", 17, iv->inst,
+                                         strlen(iv->inst)};
+        if (iv->cold_start)
+            iv->rhdrs[n++] = (sofaas_header){"X-Sofaas-Cold-Start", 19, "1", 1};
+        sf_http_respond(req, iv->status, iv->rhdrs, n, iv->body, iv->body_len);
+    }
+    invocation_free(iv);
+}
+
+static void meter_invocation(invocation *iv, sf_meter_class cls)
+{
+    sf_meter_rec rec = {
+        .request_id = iv->req->request_id,
+        .function = iv->name,
+        .version = iv->version,
+        .start_us = iv->start_wall_us,
+        .queue_us = iv->queue_us,
+        .duration_us = iv->duration_us,
+        .init_us = iv->init_us,
+        .cold_start = iv->cold_start,
+        .instance_id = iv->instance_id,
+        .cls = cls,
+        .http_status = iv->status,
+        .bytes_in = iv->req->body.len,
+        .bytes_out = iv->code ? 0 : iv->body_len,
+        .memory_mb = iv->memory_mb,
+        .budget_nanos = iv->budget_nanos,
+        .budget_action = iv->budget_action,
+    };
+
+    sf_meter_record(iv->api->meter, &rec, on_metered, iv);
 }
 
 static void on_invoked(void *ctx, const sf_invoke_result *res)
 {
     invocation *iv = ctx;
     sf_api *api = iv->api;
-    sf_http_req *req = iv->req;
-    char inst[24];
-    sofaas_header *h = NULL;
-    int status;
-    const char *code;
+    sf_meter_class cls;
 
-    snprintf(inst, sizeof(inst), "%llu", (unsigned long long)res->instance_id);
+    snprintf(iv->inst, sizeof(iv->inst), "%llu",
+             (unsigned long long)res->instance_id);
+    iv->queue_us = res->queue_us;
+    iv->duration_us = res->duration_us;
+    iv->init_us = res->init_us;
+    iv->instance_id = res->instance_id;
+    iv->cold_start = res->cold_start;
+    cls = sf_meter_class_of(res->status,
+                            res->status == SF_INV_OK ? res->resp->rc : 0);
     if (res->status != SF_INV_OK) {
-        status = inv_errors[res->status].status;
-        code = inv_errors[res->status].code;
+        set_error(iv, inv_errors[res->status].status,
+                  inv_errors[res->status].code, "function '%s': %s", iv->name,
+                  res->detail ? res->detail : "failed");
     } else if (res->resp->rc != 0) {
-        status = 500;
-        code = "function_error";
-    } else {
-        size_t n = res->resp->header_count;
-        status = res->resp->status;
-        code = "ok";
-        h = calloc(n + 2, sizeof(*h));
-        if (h == NULL) {
-            status = 503;
-            code = "overloaded";
-        }
+        set_error(iv, 500, "function_error", "function '%s' returned %d",
+                  iv->name, res->resp->rc);
+    } else if (keep_response(iv, res->resp) < 0) {
+        set_error(iv, 503, "overloaded", "out of memory");
     }
-    sf_metrics_invocation(api->metrics, iv->name, code, res->duration_us,
-                          res->cold_start);
-    if (api->access_log)
-        access_log(iv, res, status, code);
-    if (res->status != SF_INV_OK) {
-        sf_http_error(req, status, code, "function '%s': %s", iv->name,
-                      res->detail ? res->detail : "failed");
-    } else if (res->resp->rc != 0) {
-        sf_http_error(req, 500, "function_error",
-                      "function '%s' returned %d", iv->name, res->resp->rc);
-    } else if (h == NULL) {
-        sf_http_error(req, 503, "overloaded", "out of memory");
-    } else {
-        const sf_response *r = res->resp;
-        size_t n = r->header_count;
-        if (n > 0)
-            memcpy(h, r->headers, n * sizeof(*h));
-        h[n++] = (sofaas_header){"X-Sofaas-Instance", 17, inst, strlen(inst)};
-        if (res->cold_start)
-            h[n++] = (sofaas_header){"X-Sofaas-Cold-Start", 19, "1", 1};
-        sf_http_respond(req, r->status, h, n, r->body, r->body_len);
-    }
-    free(h);
-    free(iv->hdrs);
-    free(iv);
+    sf_metrics_invocation(api->metrics, iv->name, iv->code ? iv->code : "ok",
+                          res->duration_us, res->cold_start);
+    meter_invocation(iv, cls);
 }
 
 static bool header_is(const sofaas_header *h, const char *name)
@@ -583,6 +700,19 @@ static void handle_invoke(sf_api *api, sf_http_req *req)
     iv->req = req;
     snprintf(iv->name, sizeof(iv->name), "%s", f->name);
     iv->version = f->version;
+    iv->start_wall_us = sf_wall_us();
+    iv->memory_mb = f->config.memory_mb;
+    iv->budget_nanos = f->config.budget_nanos;
+    iv->budget_action = f->config.budget_action;
+    if (sf_meter_budget_blocks(api->meter, f->name, &f->config)) {
+        /* Recorded (so the refusal shows in usage), never billed. */
+        set_error(iv, 402, "budget_exceeded",
+                  "function '%s' has spent its monthly budget; raise "
+                  "budget.amount or wait for the next month",
+                  f->name);
+        meter_invocation(iv, SF_MC_REJECTED);
+        return;
+    }
     iv->inv = (sf_invoke){.method = req->method,
                           .method_len = strlen(req->method),
                           .path = rt->subpath,
@@ -596,7 +726,7 @@ static void handle_invoke(sf_api *api, sf_http_req *req)
                           .body = req->body.data,
                           .body_len = req->body.len};
     if (trace_headers(iv, req) < 0) {
-        free(iv);
+        invocation_free(iv);
         sf_http_error(req, 503, "overloaded", "out of memory");
         return;
     }
@@ -880,6 +1010,11 @@ static void on_request(void *ctx, sf_http_req *req)
     case SF_ROUTE_INVOKE:
         handle_invoke(api, req);
         return;
+    case SF_ROUTE_USAGE:
+    case SF_ROUTE_USAGE_CSV:
+    case SF_ROUTE_INVOCATIONS:
+        sf_usage_handle(api->reg, api->meter, req);
+        return;
     case SF_ROUTE_NONE:
         break;
     }
@@ -911,6 +1046,7 @@ sf_api *sf_api_new(sf_registry *reg, sf_pool *pool, const sf_api_config *cfg)
     api->access_log = cfg->access_log;
     api->metrics = cfg->metrics;
     api->fnlog = cfg->fnlog;
+    api->meter = cfg->meter;
     api->invoke_body_max =
         cfg->invoke_body_max ? cfg->invoke_body_max : SF_API_INVOKE_BODY_MAX;
     api->deploy_body_max =

@@ -12,6 +12,7 @@
 #include "fnlog.h"
 #include "http.h"
 #include "metrics.h"
+#include "meter.h"
 #include "pool.h"
 #include "registry.h"
 
@@ -25,6 +26,7 @@ typedef struct sf_api_config {
     bool access_log;     /* one info line per invocation (--access-log) */
     sf_metrics *metrics; /* borrowed; NULL: /metrics answers 503 */
     sf_fnlog *fnlog;     /* borrowed; NULL: function logs answer 503 */
+    sf_meter *meter; /* borrowed; records and bills invocations */
 } sf_api_config;
 
 typedef struct sf_api sf_api;

@@ -9,6 +9,7 @@
  * so "--workers x" and {"pool":{"generic_min":"x"}} fail the same way.
  */
 #include "config.h"
+#include "meter.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -105,6 +106,24 @@ static const key sandbox_keys[] = {
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
+/* meter.c checks the meaning of these (mode, decimals) in validate(). */
+static const key meter_keys[] = {
+    K_STR(sf_config_meter, mode, "sync", false),
+    K_UINT(sf_config_meter, retention_days, 0, 36500, "30", false),
+    K_UINT(sf_config_meter, commit_interval_us, 0, 1000000, "300", false),
+    K_BOOL(sf_config_meter, fsync, "false", false),
+    K_UINT(sf_config_meter, rollup_interval_s, 1, 86400, "3600", false),
+    {NULL, 0, 0, 0, 0, NULL, false},
+};
+
+static const key billing_keys[] = {
+    K_STR(sf_config_billing, price_per_request, "0.0000002", false),
+    K_STR(sf_config_billing, price_per_gb_second, "0.0000166667", false),
+    K_UINT(sf_config_billing, granularity_ms, 1, 60000, "1", false),
+    K_STR(sf_config_billing, currency, "USD", false),
+    {NULL, 0, 0, 0, 0, NULL, false},
+};
+
 /* One row per section. Other modules add theirs here (meter, billing...). */
 static const section sections[] = {
     {"", 0, top_keys},
@@ -114,6 +133,8 @@ static const section sections[] = {
     {"shutdown", offsetof(sf_config, shutdown), shutdown_keys},
     {"logs", offsetof(sf_config, logs), logs_keys},
     {"sandbox", offsetof(sf_config, sandbox), sandbox_keys},
+    {"meter", offsetof(sf_config, meter), meter_keys},
+    {"billing", offsetof(sf_config, billing), billing_keys},
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -139,6 +160,15 @@ static const struct {
     {"function-log-retention-hours", "logs.function_retention_hours"},
     {"sandbox", "sandbox.enabled"}, /* --sandbox on|off */
     {"worker-user", "sandbox.worker_user"},
+    {"meter-mode", "meter.mode"},
+    {"meter-retention-days", "meter.retention_days"},
+    {"meter-commit-interval-us", "meter.commit_interval_us"},
+    {"meter-fsync", "meter.fsync"},
+    {"meter-rollup-interval-s", "meter.rollup_interval_s"},
+    {"price-per-request", "billing.price_per_request"},
+    {"price-per-gb-second", "billing.price_per_gb_second"},
+    {"billing-granularity-ms", "billing.granularity_ms"},
+    {"currency", "billing.currency"},
 };
 #define NFLAGS (sizeof(flag_keys) / sizeof(flag_keys[0]))
 
@@ -441,6 +471,14 @@ static int validate(const sf_config *cfg, const char *where, FILE *err)
         fprintf(err, "sofaasd: %s: state_dir: must not be empty\n", where);
         return -EINVAL;
     }
+    {
+        sf_meter_config mc;
+        char why[256];
+        if (sf_meter_config_from(cfg, &mc, why, sizeof(why)) < 0) {
+            fprintf(err, "sofaasd: %s: %s\n", where, why);
+            return -EINVAL;
+        }
+    }
     return 0;
 }
 
@@ -507,6 +545,13 @@ void sf_config_usage(FILE *f)
             "supports and\n"
             "                           build a real one in a worker, then "
             "exit\n"
+            "  --meter-mode sync|async|off, --meter-retention-days N,\n"
+            "  --meter-commit-interval-us N, --meter-fsync true|false,\n"
+            "  --meter-rollup-interval-s N     the meter.* keys "
+            "(docs/metering.md)\n"
+            "  --price-per-request X, --price-per-gb-second X,\n"
+            "  --billing-granularity-ms N, --currency CODE   the billing.* "
+            "keys\n"
             "  --version, --help\n"
             "Flags override the config file. See sofaasd(8) and "
             "docs/configuration.md.\n",

@@ -61,6 +61,22 @@ typedef struct sf_config_sandbox {
     bool enabled;      /* false only for benchmarks/debugging (--sandbox off) */
     char *worker_user; /* USER or UID:GID when root; "" = sofaas or nobody */
 } sf_config_sandbox;
+/* Metering (meter.c turns these into its sf_meter_config). */
+typedef struct sf_config_meter {
+    char *mode; /* sync | async | off */
+    unsigned retention_days;
+    unsigned commit_interval_us;
+    bool fsync;
+    unsigned rollup_interval_s;
+} sf_config_meter;
+
+/* Prices: decimal strings, parsed exactly by meter.c (never floats). */
+typedef struct sf_config_billing {
+    char *price_per_request;
+    char *price_per_gb_second;
+    unsigned granularity_ms;
+    char *currency;
+} sf_config_billing;
 
 typedef struct sf_config {
     char *file; /* the file that was read, or NULL */
@@ -75,6 +91,8 @@ typedef struct sf_config {
     sf_config_shutdown shutdown;
     sf_config_logs logs;
     sf_config_sandbox sandbox;
+    sf_config_meter meter;
+    sf_config_billing billing;
 } sf_config;
 
 /* What main should do after sf_config_load. */

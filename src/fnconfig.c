@@ -73,6 +73,17 @@ cJSON *sf_fn_config_to_json(const sf_fn_config *c)
         cJSON_AddStringToObject(j, "template", "auto");
     else
         cJSON_AddBoolToObject(j, "template", c->template_mode == SF_TEMPLATE_ON);
+    if (c->budget_nanos > 0) {
+        cJSON *b = cJSON_AddObjectToObject(j, "budget");
+        char amount[40];
+        sf_format_decimal(c->budget_nanos, 9, amount, sizeof(amount));
+        cJSON_AddStringToObject(b, "amount", amount);
+        cJSON_AddStringToObject(b, "action", c->budget_action == SF_BUDGET_BLOCK
+                                                 ? "block"
+                                                 : "warn");
+    } else {
+        cJSON_AddNullToObject(j, "budget");
+    }
     env = cJSON_AddObjectToObject(j, "env");
     for (size_t off = 0; off < c->env_len;) {
         const char *kv = c->env + off;
@@ -136,6 +147,70 @@ static int apply_env(sf_fn_config *c, const cJSON *e, char *err,
     return 0;
 }
 
+/*
+ * "budget": null (none) or {"amount": "12.50", "action": "warn"|"block"}.
+ * The amount is a decimal string (or an integer) parsed exactly to nanos:
+ * money never goes through a double.
+ */
+static int apply_budget(sf_fn_config *c, const cJSON *b, char *err,
+                        size_t errlen)
+{
+    const cJSON *amount, *action, *it;
+    int64_t nanos;
+
+    if (cJSON_IsNull(b)) {
+        c->budget_nanos = 0;
+        c->budget_action = SF_BUDGET_WARN;
+        return 0;
+    }
+    if (!cJSON_IsObject(b)) {
+        snprintf(err, errlen, "budget: expected null or an object "
+                              "{\"amount\":\"10.00\",\"action\":\"warn\"}");
+        return -EINVAL;
+    }
+    cJSON_ArrayForEach(it, b)
+    {
+        if (strcmp(it->string, "amount") != 0 &&
+            strcmp(it->string, "action") != 0) {
+            snprintf(err, errlen, "budget.%.64s: unknown key", it->string);
+            return -EINVAL;
+        }
+    }
+    amount = cJSON_GetObjectItemCaseSensitive(b, "amount");
+    action = cJSON_GetObjectItemCaseSensitive(b, "action");
+    if (cJSON_IsString(amount)) {
+        if (sf_parse_decimal(amount->valuestring, strlen(amount->valuestring),
+                             9, SF_FN_BUDGET_MAX_NANOS, &nanos) < 0 ||
+            nanos == 0) {
+            snprintf(err, errlen, "budget.amount: expected a positive "
+                                  "decimal string with at most 9 decimals, "
+                                  "up to 1000000");
+            return -EINVAL;
+        }
+    } else if (cJSON_IsNumber(amount) &&
+               amount->valuedouble == (double)(int64_t)amount->valuedouble &&
+               amount->valuedouble >= 1 && amount->valuedouble <= 1e6) {
+        nanos = (int64_t)amount->valuedouble * 1000000000LL;
+    } else {
+        snprintf(err, errlen, "budget.amount: expected a decimal string "
+                              "such as \"10.50\" (or a whole number)");
+        return -EINVAL;
+    }
+    if (action == NULL || (cJSON_IsString(action) &&
+                           strcmp(action->valuestring, "warn") == 0)) {
+        c->budget_action = SF_BUDGET_WARN;
+    } else if (cJSON_IsString(action) &&
+               strcmp(action->valuestring, "block") == 0) {
+        c->budget_action = SF_BUDGET_BLOCK;
+    } else {
+        snprintf(err, errlen, "budget.action: expected \"warn\" or "
+                              "\"block\"");
+        return -EINVAL;
+    }
+    c->budget_nanos = nanos;
+    return 0;
+}
+
 int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
                             size_t errlen)
 {
@@ -178,6 +253,9 @@ int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
             }
         } else if (strcmp(it->string, "env") == 0) {
             if (apply_env(&n, it, err, errlen) < 0)
+                return -EINVAL;
+        } else if (strcmp(it->string, "budget") == 0) {
+            if (apply_budget(&n, it, err, errlen) < 0)
                 return -EINVAL;
         } else {
             snprintf(err, errlen, "%.64s: unknown configuration key",

@@ -35,6 +35,14 @@ typedef enum sf_template_mode {
     SF_TEMPLATE_ON,
 } sf_template_mode;
 
+typedef enum sf_budget_action {
+    SF_BUDGET_WARN = 0, /* log and show warnings at 80% and 100% */
+    SF_BUDGET_BLOCK,    /* also refuse invocations (402) at 100% */
+} sf_budget_action;
+
+/* Largest monthly budget: 1e6 currency units, in nanos. */
+#define SF_FN_BUDGET_MAX_NANOS 1000000000000000LL
+
 typedef struct sf_fn_config {
     /* limits */
     uint32_t timeout_ms;      /* per invocation; 1..900000 */
@@ -53,6 +61,9 @@ typedef struct sf_fn_config {
     uint32_t queue_timeout_ms; /* longest wait in the queue */
     uint32_t max_invocations_per_instance; /* 0 = unlimited */
     sf_template_mode template_mode;
+    /* cost control (meter.c): monthly spend cap, 0 = no budget */
+    int64_t budget_nanos;          /* nanos of the meter's currency */
+    sf_budget_action budget_action;
 } sf_fn_config;
 
 void sf_fn_config_defaults(sf_fn_config *c);

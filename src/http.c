@@ -556,16 +556,16 @@ void sf_http_json(sf_http_req *req, int status, const char *json)
     sf_http_respond(req, status, &json_ct, 1, json, strlen(json));
 }
 
-void sf_http_error(sf_http_req *req, int status, const char *code,
-                   const char *fmt, ...)
+static void verror(sf_http_req *req, int status, const sofaas_header *extra,
+                   size_t nextra, const char *code, const char *fmt,
+                   va_list ap)
 {
+    sofaas_header h[8];
     char msg[1024];
     char *body;
-    va_list ap;
+    size_t n = 0;
 
-    va_start(ap, fmt);
     vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     body = error_json(code, msg);
     if (status >= 500)
         SF_WARN("msg=\"request failed\" request_id=%s status=%d code=%s "
@@ -575,8 +575,33 @@ void sf_http_error(sf_http_req *req, int status, const char *code,
         SF_DEBUG("msg=\"request refused\" request_id=%s status=%d code=%s "
                  "reason=\"%s\"",
                  req->request_id, status, code, msg);
-    sf_http_json(req, status, body ? body : "{}");
+    h[n++] = json_ct;
+    for (size_t i = 0; i < nextra && n < sizeof(h) / sizeof(h[0]); i++)
+        h[n++] = extra[i];
+    body = body ? body : strdup("{}");
+    sf_http_respond(req, status, h, n, body, body ? strlen(body) : 0);
     free(body);
+}
+
+void sf_http_error(sf_http_req *req, int status, const char *code,
+                   const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(req, status, NULL, 0, code, fmt, ap);
+    va_end(ap);
+}
+
+void sf_http_error_hdrs(sf_http_req *req, int status,
+                        const sofaas_header *hdrs, size_t nhdrs,
+                        const char *code, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    verror(req, status, hdrs, nhdrs, code, fmt, ap);
+    va_end(ap);
 }
 
 /* ---- streaming ---------------------------------------------------------- */

@@ -143,6 +143,12 @@ void sf_http_respond(sf_http_req *req, int status, const sofaas_header *hdrs,
 void sf_http_error(sf_http_req *req, int status, const char *code,
                    const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* The same with extra headers (copied; at most 7). */
+void sf_http_error_hdrs(sf_http_req *req, int status,
+                        const sofaas_header *hdrs, size_t nhdrs,
+                        const char *code, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
 /* Convenience: a JSON body with Content-Type: application/json. */
 void sf_http_json(sf_http_req *req, int status, const char *json);
 

@@ -19,6 +19,9 @@ static const sf_route_def routes[] = {
     {"DELETE", "/v1/functions/{name}", SF_ROUTE_FN_DELETE},
     {"PATCH", "/v1/functions/{name}", SF_ROUTE_FN_PATCH},
     {"GET", "/v1/functions/{name}/logs", SF_ROUTE_FN_LOGS},
+    {"GET", "/v1/usage", SF_ROUTE_USAGE},
+    {"GET", "/v1/usage.csv", SF_ROUTE_USAGE_CSV},
+    {"GET", "/v1/invocations", SF_ROUTE_INVOCATIONS},
     {"*", "/fn/{name}{path...}", SF_ROUTE_INVOKE},
 };
 

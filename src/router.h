@@ -24,6 +24,9 @@ typedef enum sf_route_id {
     SF_ROUTE_READYZ,
     SF_ROUTE_METRICS,
     SF_ROUTE_FN_LOGS,
+    SF_ROUTE_USAGE,       /* usage.c */
+    SF_ROUTE_USAGE_CSV,
+    SF_ROUTE_INVOCATIONS,
 } sf_route_id;
 
 typedef struct sf_route {

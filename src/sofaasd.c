@@ -28,6 +28,7 @@
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
+#include "meter.h"
 #include "notify.h"
 #include "pool.h"
 #include "registry.h"
@@ -50,6 +51,7 @@ typedef struct daemon_state {
     sf_cgroup *cgroup;
     sf_metrics *metrics;
     sf_fnlog *fnlog;
+    sf_meter *meter;
 } daemon_state;
 
 /*
@@ -521,10 +523,26 @@ int main(int argc, char **argv)
         SF_ERR("msg=\"cannot create pool\" error=%s", uv_strerror(r));
         goto out;
     }
+    {
+        sf_meter_config mc;
+        char *dbpath = NULL;
+        /* validated by sf_config_load, so this cannot fail on values */
+        if (sf_meter_config_from(&d.cfg, &mc, why, sizeof(why)) < 0 ||
+            asprintf(&dbpath, "%s/sofaas.db", sf_registry_state_dir(d.reg)) <
+                0)
+            goto out;
+        r = sf_meter_open(d.loop, dbpath, &mc, &d.meter);
+        free(dbpath);
+        if (r < 0)
+            goto out;
+    }
     ac.admin_token = token;
     ac.access_log = d.cfg.access_log;
     ac.metrics = d.metrics;
     ac.fnlog = d.fnlog;
+    ac.meter = d.meter;
+    if (d.meter != NULL)
+        sf_metrics_set_cost_source(d.metrics, sf_meter_cost_total, d.meter);
     d.api = sf_api_new(d.reg, d.pool, &ac);
     d.http =
         d.api ? sf_http_server_new(d.loop, sf_api_handlers(), d.api) : NULL;
@@ -570,6 +588,8 @@ out:
      * pool (which stops feeding it when freed); before the registry's db. */
     sf_fnlog_free(d.fnlog);
     d.fnlog = NULL;
+    /* After the pool: its last invocation results are recorded too. */
+    sf_meter_close(d.meter);
     if (d.loop != NULL) {
         uv_walk(d.loop, on_close_walk, NULL);
         uv_run(d.loop, UV_RUN_DEFAULT);

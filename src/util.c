@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -101,4 +102,64 @@ const char *sf_query_get(const char *q, const char *key, size_t *vlen)
         q = amp ? amp + 1 : NULL;
     }
     return NULL;
+}
+
+int sf_parse_decimal(const char *s, size_t len, int scale, int64_t max,
+                     int64_t *out)
+{
+    int64_t ip = 0, fp = 0;
+    size_t i = 0;
+    int fd = 0;
+    bool digits = false;
+
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (ip > (INT64_MAX - 9) / 10)
+            return -ERANGE;
+        ip = ip * 10 + (s[i] - '0');
+        digits = true;
+    }
+    if (i < len && s[i] == '.') {
+        for (i++; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (++fd > scale)
+                return -EINVAL;
+            fp = fp * 10 + (s[i] - '0');
+            digits = true;
+        }
+    }
+    if (!digits || i != len)
+        return -EINVAL;
+    for (; fd < scale; fd++)
+        fp *= 10;
+    {
+        int64_t unit = 1;
+        for (int k = 0; k < scale; k++)
+            unit *= 10;
+        if (ip > (INT64_MAX - fp) / unit)
+            return -ERANGE;
+        ip = ip * unit + fp;
+    }
+    if (ip > max)
+        return -ERANGE;
+    *out = ip;
+    return 0;
+}
+
+void sf_format_decimal(int64_t v, int scale, char *out, size_t outlen)
+{
+    int64_t unit = 1;
+    char frac[24];
+    int n;
+    bool neg = v < 0;
+    uint64_t a = neg ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+
+    for (int k = 0; k < scale; k++)
+        unit *= 10;
+    snprintf(frac, sizeof(frac), "%0*llu", scale,
+             (unsigned long long)(a % (uint64_t)unit));
+    n = scale;
+    while (n > 2 && frac[n - 1] == '0')
+        n--;
+    frac[n] = '\0';
+    snprintf(out, outlen, "%s%llu%s%s", neg ? "-" : "",
+             (unsigned long long)(a / (uint64_t)unit), n > 0 ? "." : "", frac);
 }

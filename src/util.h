@@ -23,10 +23,22 @@ bool sf_ct_equal(const void *a, size_t alen, const void *b, size_t blen);
 /* Formats µs since the epoch as RFC 3339 UTC ("2026-11-27T00:00:00Z"). */
 void sf_rfc3339(int64_t us, char out[32]);
 
-/* Parses a decimal uint64 with no sign or junk. Returns 0 or -EINVAL/-ERANGE. */
+/* Parses a decimal uint64 with no sign or junk. Returns 0 or -EINVAL/-ERANGE.
+ */
 int sf_parse_u64(const char *s, size_t len, uint64_t max, uint64_t *out);
 
 /* Finds key in a raw query string; returns its raw value or NULL. */
 const char *sf_query_get(const char *query, const char *key, size_t *vlen);
+
+/*
+ * Parses a non-negative decimal string ("0.0000166667", "12", "3.5") into
+ * an integer of 10^-scale units, exactly (more than scale decimals is an
+ * error, not a rounding). Returns 0 or -EINVAL/-ERANGE (above max).
+ */
+int sf_parse_decimal(const char *s, size_t len, int scale, int64_t max,
+                     int64_t *out);
+/* Formats v (10^-scale units) as a decimal string with trailing zeros of
+ * the fraction trimmed to at least two decimals ("0.20", "1.000002"). */
+void sf_format_decimal(int64_t v, int scale, char *out, size_t outlen);
 
 #endif

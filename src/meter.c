@@ -1,0 +1,1137 @@
+/*
+ * meter.c - invocation records, billing arithmetic, group commit, retention
+ * roll-up and monthly spend for budgets (see meter.h).
+ *
+ * Group commit: the loop thread prices a record and keeps it in a list that
+ * a uv_check handle hands to the writer once per loop iteration (one lock,
+ * one wake-up). One writer thread, with its own SQLite connection, takes
+ * everything queued -- at most once per commit_interval_us -- inserts it in
+ * one transaction and hands the batch back through a uv_async_t, whose
+ * callback (loop thread) runs the callbacks that send the HTTP responses.
+ * While a commit is in progress new records pile up and go in the next
+ * transaction, so batches grow with load and the loop never waits for
+ * SQLite. WAL checkpoints run on a third thread with a third connection
+ * (PASSIVE: they never block the writer). A writer thread was chosen over
+ * a per-loop-iteration commit on the loop thread because checkpoints (which
+ * fsync) and roll-up deletes would otherwise stall every connection;
+ * bench/meter_overhead.sh measures the cost (docs/metering.md).
+ *
+ * Rows are inserted with INSERT OR IGNORE on the daemon-assigned invocation
+ * id (the table's INTEGER PRIMARY KEY, never reused), so replaying a batch
+ * can never count an invocation twice.
+ */
+#include "meter.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "util.h"
+
+#define ROLLUP_BATCH 2000 /* rows per roll-up transaction */
+#define HOUR_US 3600000000LL
+#define DAY_US (24 * HOUR_US)
+
+/* ---- config, decimals, arithmetic --------------------------------------- */
+
+void sf_meter_config_defaults(sf_meter_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->mode = SF_METER_SYNC;
+    c->retention_days = SF_METER_RETENTION_DEFAULT;
+    c->price_per_request_pico = 200000;     /* $0.20 / 1e6 requests */
+    c->price_per_gb_second_pico = 16666700; /* $0.0000166667 */
+    c->granularity_ms = 1;
+    c->commit_interval_us = SF_METER_COMMIT_INTERVAL_DEFAULT;
+    c->rollup_interval_s = 3600;
+    snprintf(c->currency, sizeof(c->currency), "USD");
+}
+
+static int set_uint(const char *v, uint64_t lo, uint64_t hi, uint32_t *out)
+{
+    uint64_t u;
+
+    if (sf_parse_u64(v, strlen(v), hi, &u) < 0 || u < lo)
+        return -EINVAL;
+    *out = (uint32_t)u;
+    return 0;
+}
+
+int sf_meter_config_set(sf_meter_config *c, const char *key, const char *v,
+                        char *err, size_t errlen)
+{
+    const char *expect;
+    int64_t pico;
+
+    if (strcmp(key, "meter.mode") == 0) {
+        expect = "sync, async or off";
+        if (strcmp(v, "sync") == 0)
+            c->mode = SF_METER_SYNC;
+        else if (strcmp(v, "async") == 0)
+            c->mode = SF_METER_ASYNC;
+        else if (strcmp(v, "off") == 0)
+            c->mode = SF_METER_OFF;
+        else
+            goto bad;
+    } else if (strcmp(key, "meter.retention_days") == 0) {
+        expect = "days in 0..36500 (0 keeps rows forever)";
+        if (set_uint(v, 0, 36500, &c->retention_days) < 0)
+            goto bad;
+    } else if (strcmp(key, "meter.commit_interval_us") == 0) {
+        expect = "microseconds in 0..1000000";
+        if (set_uint(v, 0, 1000000, &c->commit_interval_us) < 0)
+            goto bad;
+    } else if (strcmp(key, "meter.rollup_interval_s") == 0) {
+        expect = "seconds in 1..86400";
+        if (set_uint(v, 1, 86400, &c->rollup_interval_s) < 0)
+            goto bad;
+    } else if (strcmp(key, "meter.fsync") == 0) {
+        expect = "true or false";
+        if (strcmp(v, "true") == 0)
+            c->fsync_commits = true;
+        else if (strcmp(v, "false") == 0)
+            c->fsync_commits = false;
+        else
+            goto bad;
+    } else if (strcmp(key, "billing.price_per_request") == 0) {
+        expect = "a decimal in 0..1000 with at most 12 decimals";
+        if (sf_parse_decimal(v, strlen(v), 12, SF_METER_PRICE_REQUEST_MAX,
+                             &pico) < 0)
+            goto bad;
+        c->price_per_request_pico = pico;
+    } else if (strcmp(key, "billing.price_per_gb_second") == 0) {
+        expect = "a decimal in 0..100 with at most 12 decimals";
+        if (sf_parse_decimal(v, strlen(v), 12, SF_METER_PRICE_GBS_MAX, &pico) <
+            0)
+            goto bad;
+        c->price_per_gb_second_pico = pico;
+    } else if (strcmp(key, "billing.granularity_ms") == 0) {
+        expect = "milliseconds in 1..60000";
+        if (set_uint(v, 1, 60000, &c->granularity_ms) < 0)
+            goto bad;
+    } else if (strcmp(key, "billing.currency") == 0) {
+        /* It is printed in CSV and logs: no separators or quotes. */
+        expect = "1 to 7 letters, digits or symbols, no comma or quote";
+        if (v[0] == '\0' || strlen(v) >= sizeof(c->currency) ||
+            strpbrk(v, ",\"\r\n \\") != NULL)
+            goto bad;
+        snprintf(c->currency, sizeof(c->currency), "%s", v);
+    } else {
+        snprintf(err, errlen, "%.64s: unknown metering setting", key);
+        return -EINVAL;
+    }
+    return 0;
+bad:
+    snprintf(err, errlen, "%s: expected %s, got '%.64s'", key, expect, v);
+    return -EINVAL;
+}
+
+int sf_meter_config_from(const sf_config *cfg, sf_meter_config *out, char *err,
+                         size_t errlen)
+{
+    const sf_config_meter *m = &cfg->meter;
+    const sf_config_billing *b = &cfg->billing;
+    char n[4][24];
+    const struct {
+        const char *key, *value;
+    } kv[] = {
+        {"meter.mode", m->mode ? m->mode : "sync"},
+        {"meter.retention_days", n[0]},
+        {"meter.commit_interval_us", n[1]},
+        {"meter.fsync", m->fsync ? "true" : "false"},
+        {"meter.rollup_interval_s", n[2]},
+        {"billing.price_per_request",
+         b->price_per_request ? b->price_per_request : "0.0000002"},
+        {"billing.price_per_gb_second",
+         b->price_per_gb_second ? b->price_per_gb_second : "0.0000166667"},
+        {"billing.granularity_ms", n[3]},
+        {"billing.currency", b->currency ? b->currency : "USD"},
+    };
+
+    snprintf(n[0], sizeof(n[0]), "%u", m->retention_days);
+    snprintf(n[1], sizeof(n[1]), "%u", m->commit_interval_us);
+    snprintf(n[2], sizeof(n[2]), "%u", m->rollup_interval_s);
+    snprintf(n[3], sizeof(n[3]), "%u", b->granularity_ms);
+    sf_meter_config_defaults(out);
+    for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
+        if (sf_meter_config_set(out, kv[i].key, kv[i].value, err, errlen) < 0)
+            return -EINVAL;
+    return 0;
+}
+
+uint64_t sf_meter_billed_ms(uint64_t duration_us, uint64_t init_us,
+                            uint32_t granularity_ms)
+{
+    uint64_t g = (uint64_t)(granularity_ms ? granularity_ms : 1) * 1000;
+    uint64_t t = duration_us + init_us;
+
+    return (t + g - 1) / g * (g / 1000);
+}
+
+int64_t sf_meter_cost_pico(uint64_t billed_ms, uint32_t memory_mb,
+                           int64_t price_request_pico, int64_t price_gbs_pico)
+{
+    /* GB-seconds = billed_ms/1000 x memory_mb/1024. 128-bit intermediate:
+     * 1.8e6 ms x 10240 MB x 1e14 pico fits easily; the result stays below
+     * 2^63 within the price caps. */
+    unsigned __int128 num =
+        (unsigned __int128)billed_ms * memory_mb * (uint64_t)price_gbs_pico;
+    unsigned __int128 den = 1000u * 1024u;
+    unsigned __int128 dur = (num + den - 1) / den;
+
+    return price_request_pico + (int64_t)dur;
+}
+
+static const char *const class_names[SF_MC_COUNT] = {
+    [SF_MC_OK] = "ok",
+    [SF_MC_FUNCTION_ERROR] = "function_error",
+    [SF_MC_TIMEOUT] = "timeout",
+    [SF_MC_CRASHED] = "crashed",
+    [SF_MC_OUT_OF_MEMORY] = "out_of_memory",
+    [SF_MC_SANDBOX_VIOLATION] = "sandbox_violation",
+    [SF_MC_THROTTLED] = "throttled",
+    [SF_MC_REJECTED] = "rejected",
+};
+
+const char *sf_meter_class_name(sf_meter_class c)
+{
+    return (unsigned)c < SF_MC_COUNT ? class_names[c] : "function_error";
+}
+
+int sf_meter_class_parse(const char *name, size_t len)
+{
+    for (int c = 0; c < SF_MC_COUNT; c++)
+        if (strlen(class_names[c]) == len &&
+            strncmp(class_names[c], name, len) == 0)
+            return c;
+    return -1;
+}
+
+bool sf_meter_class_billable(sf_meter_class c)
+{
+    return c != SF_MC_THROTTLED && c != SF_MC_REJECTED;
+}
+
+sf_meter_class sf_meter_class_of(enum sf_invoke_status st, int fn_rc)
+{
+    /* The one table from pool outcomes to classes. No default: -Wswitch
+     * makes a status added to the pool a build error until it is listed. */
+    switch (st) {
+    case SF_INV_OK:
+        return fn_rc == 0 ? SF_MC_OK : SF_MC_FUNCTION_ERROR;
+    case SF_INV_CRASHED:
+        return SF_MC_CRASHED;
+    case SF_INV_TIMEOUT:
+        return SF_MC_TIMEOUT;
+    case SF_INV_INIT_FAILED:      /* the function's own init failed */
+    case SF_INV_INVALID_RESPONSE: /* it answered beyond the caps */
+        return SF_MC_FUNCTION_ERROR;
+    case SF_INV_SANDBOX:
+        return SF_MC_SANDBOX_VIOLATION;
+    case SF_INV_UNAVAILABLE: /* we could not run it: not billed */
+        return SF_MC_REJECTED;
+    case SF_INV_OOM:
+        return SF_MC_OUT_OF_MEMORY;
+    }
+    return SF_MC_FUNCTION_ERROR;
+}
+
+/* ---- the meter ---------------------------------------------------------- */
+
+typedef struct rec {
+    struct rec *next;
+    sf_meter_done_cb cb;
+    void *ctx;
+    int status;
+    int64_t id; /* seq: assigned on the loop thread, unique for ever */
+    char request_id[129];
+    char function[64];
+    char tenant[64];
+    bool has_tenant;
+    int64_t version, start_us;
+    uint64_t queue_us, duration_us, init_us, instance_id, bytes_in, bytes_out;
+    bool cold_start, billed;
+    sf_meter_class cls;
+    int http_status;
+    uint32_t memory_mb;
+    uint64_t billed_ms;
+    int64_t cost_pico;
+} rec;
+
+/* This month's spend of one function (loop thread only). */
+typedef struct spend {
+    char function[64];
+    int64_t pico;
+    int warned; /* highest warning logged this period: 0, 80 or 100 */
+} spend;
+
+struct sf_meter {
+    uv_loop_t *loop;
+    sf_meter_config cfg;
+    sqlite3 *db; /* the writer's connection */
+    sqlite3_stmt *ins;
+
+    pthread_t thread;
+    bool thread_started;
+    /* checkpointer: its own connection and thread, so WAL checkpoints
+     * (which fsync) never sit inside a commit that responses wait for */
+    sqlite3 *ckdb;
+    pthread_t ckthread;
+    bool ck_started, ck_wanted;
+    pthread_cond_t ckcv;
+    uint64_t checkpoints;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    rec *local_head, *local_tail; /* this loop iteration's (loop only) */
+    rec *pend_head, *pend_tail;   /* loop -> writer */
+    rec *done_head, *done_tail;   /* writer -> loop */
+    bool stopping;
+    uv_async_t async;
+    uv_check_t check;
+
+    uint64_t rows, commits, commit_us; /* writer thread's counters */
+
+    int64_t last_id; /* the last invocation id handed out (loop thread) */
+    int64_t billed_pico_total; /* since start, committed or queued (loop) */
+    int period;                /* year*12+month of the spend table */
+    spend *spends;
+    size_t nspends, capspends;
+};
+
+static const char insert_sql[] =
+    "INSERT OR IGNORE INTO invocations (seq, request_id, function,"
+    " version, tenant, start_us, queue_us, duration_us, init_us, cold_start,"
+    " instance_id, status, http_status, bytes_in, bytes_out, memory_mb,"
+    " billed, billed_ms, cost_pico, price_request_pico,"
+    " price_gb_second_pico, granularity_ms, currency)"
+    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+
+static int exec(sqlite3 *db, const char *sql)
+{
+    char *msg = NULL;
+
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        SF_ERR("msg=\"meter statement failed\" error=\"%s\"",
+               msg ? msg : sqlite3_errmsg(db));
+        sqlite3_free(msg);
+        return -EIO;
+    }
+    return 0;
+}
+
+static int period_of(int64_t us)
+{
+    time_t s = (time_t)(us / 1000000);
+    struct tm tm;
+
+    gmtime_r(&s, &tm);
+    return (tm.tm_year + 1900) * 12 + tm.tm_mon;
+}
+
+/* Start of the month `period` in µs since the epoch. */
+static int64_t period_start_us(int period)
+{
+    struct tm tm = {
+        .tm_year = period / 12 - 1900, .tm_mon = period % 12, .tm_mday = 1};
+
+    return (int64_t)timegm(&tm) * 1000000;
+}
+
+static spend *spend_of(sf_meter *m, const char *function, bool create)
+{
+    for (size_t i = 0; i < m->nspends; i++)
+        if (strcmp(m->spends[i].function, function) == 0)
+            return &m->spends[i];
+    if (!create)
+        return NULL;
+    if (m->nspends == m->capspends) {
+        size_t cap = m->capspends ? m->capspends * 2 : 16;
+        spend *n = realloc(m->spends, cap * sizeof(*n));
+        if (n == NULL)
+            return NULL;
+        m->spends = n;
+        m->capspends = cap;
+    }
+    memset(&m->spends[m->nspends], 0, sizeof(spend));
+    snprintf(m->spends[m->nspends].function, 64, "%s", function);
+    return &m->spends[m->nspends++];
+}
+
+/* Starts a new period's spend table when the month has changed. */
+static void roll_period(sf_meter *m, int64_t now_us)
+{
+    int p = period_of(now_us);
+
+    if (p != m->period) {
+        m->period = p;
+        m->nspends = 0;
+    }
+}
+
+/* Loads this month's spend per function from rows and aggregates. */
+static int load_spend(sf_meter *m)
+{
+    static const char sql[] =
+        "SELECT function, SUM(c) FROM ("
+        " SELECT function, cost_pico AS c FROM invocations"
+        "  WHERE start_us >= ?1 AND currency = ?2"
+        " UNION ALL SELECT function, cost_pico FROM usage_hourly"
+        "  WHERE hour_us >= ?1 AND currency = ?2) GROUP BY function";
+    sqlite3_stmt *st;
+    int rc;
+
+    m->period = period_of(sf_wall_us());
+    m->nspends = 0;
+    if (sqlite3_prepare_v2(m->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    sqlite3_bind_int64(st, 1, period_start_us(m->period));
+    sqlite3_bind_text(st, 2, m->cfg.currency, -1, SQLITE_STATIC);
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        spend *s = spend_of(m, (const char *)sqlite3_column_text(st, 0), true);
+        if (s == NULL) {
+            sqlite3_finalize(st);
+            return -ENOMEM;
+        }
+        s->pico = sqlite3_column_int64(st, 1);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -EIO;
+}
+
+/*
+ * Invocation ids continue after the largest ever stored. Rolled-up rows
+ * are gone from invocations, so the high-water mark is also kept in
+ * meter_state (written with each roll-up) and never goes back.
+ */
+static int load_last_id(sf_meter *m)
+{
+    sqlite3_stmt *st;
+    int rc;
+
+    if (sqlite3_prepare_v2(m->db,
+                           "SELECT MAX(COALESCE((SELECT MAX(seq) FROM "
+                           "invocations), 0), COALESCE((SELECT value FROM "
+                           "meter_state WHERE key = 'last_rolled_seq'), 0))",
+                           -1, &st, NULL) != SQLITE_OK)
+        return -EIO;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        m->last_id = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc == SQLITE_ROW ? 0 : -EIO;
+}
+
+/* ---- checkpointer ------------------------------------------------------ */
+
+#define CHECKPOINT_PAGES 1000 /* SQLite's own auto-checkpoint threshold */
+
+/* Writer thread, after each commit: asks for a checkpoint past the
+ * threshold (replaces SQLite's auto-checkpoint on this connection). */
+static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
+{
+    sf_meter *m = arg;
+
+    (void)db;
+    (void)name;
+    if (pages >= CHECKPOINT_PAGES) {
+        pthread_mutex_lock(&m->mu);
+        m->ck_wanted = true;
+        pthread_cond_signal(&m->ckcv);
+        pthread_mutex_unlock(&m->mu);
+    }
+    return SQLITE_OK;
+}
+
+/* PASSIVE checkpoints never block the writer or readers; the WAL restarts
+ * from its beginning once one has copied every frame. */
+static void *checkpointer_main(void *arg)
+{
+    sf_meter *m = arg;
+
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        int log = 0, done = 0;
+
+        while (!m->ck_wanted && !m->stopping)
+            pthread_cond_wait(&m->ckcv, &m->mu);
+        if (m->stopping)
+            break;
+        m->ck_wanted = false;
+        pthread_mutex_unlock(&m->mu);
+        if (sqlite3_wal_checkpoint_v2(m->ckdb, NULL, SQLITE_CHECKPOINT_PASSIVE,
+                                      &log, &done) != SQLITE_OK)
+            SF_WARN("msg=\"WAL checkpoint failed\" error=\"%s\"",
+                    sqlite3_errmsg(m->ckdb));
+        pthread_mutex_lock(&m->mu);
+        m->checkpoints++;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/* ---- writer thread ------------------------------------------------------ */
+
+static int bind_rec(sqlite3_stmt *st, const rec *r, const sf_meter_config *c)
+{
+    int i = 1;
+
+    sqlite3_bind_int64(st, i++, r->id);
+    sqlite3_bind_text(st, i++, r->request_id, -1, SQLITE_STATIC);
+    sqlite3_bind_text(st, i++, r->function, -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, i++, r->version);
+    if (r->has_tenant)
+        sqlite3_bind_text(st, i++, r->tenant, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i++);
+    sqlite3_bind_int64(st, i++, r->start_us);
+    sqlite3_bind_int64(st, i++, (int64_t)r->queue_us);
+    sqlite3_bind_int64(st, i++, (int64_t)r->duration_us);
+    sqlite3_bind_int64(st, i++, (int64_t)r->init_us);
+    sqlite3_bind_int(st, i++, r->cold_start);
+    sqlite3_bind_int64(st, i++, (int64_t)r->instance_id);
+    sqlite3_bind_text(st, i++, sf_meter_class_name(r->cls), -1, SQLITE_STATIC);
+    sqlite3_bind_int(st, i++, r->http_status);
+    sqlite3_bind_int64(st, i++, (int64_t)r->bytes_in);
+    sqlite3_bind_int64(st, i++, (int64_t)r->bytes_out);
+    sqlite3_bind_int(st, i++, (int)r->memory_mb);
+    sqlite3_bind_int(st, i++, r->billed);
+    sqlite3_bind_int64(st, i++, (int64_t)r->billed_ms);
+    sqlite3_bind_int64(st, i++, r->cost_pico);
+    sqlite3_bind_int64(st, i++, c->price_per_request_pico);
+    sqlite3_bind_int64(st, i++, c->price_per_gb_second_pico);
+    sqlite3_bind_int(st, i++, (int)c->granularity_ms);
+    sqlite3_bind_text(st, i++, c->currency, -1, SQLITE_STATIC);
+    return sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+}
+
+/* Inserts a batch in one transaction. Writer thread. Returns 0 or -EIO. */
+static int write_batch(sf_meter *m, rec *head)
+{
+    int r = 0;
+
+    if (exec(m->db, "BEGIN IMMEDIATE") < 0)
+        return -EIO;
+    for (rec *p = head; p != NULL && r == 0; p = p->next) {
+        r = bind_rec(m->ins, p, &m->cfg);
+        if (r < 0)
+            SF_ERR("msg=\"cannot record invocation\" request_id=%s "
+                   "error=\"%s\"",
+                   p->request_id, sqlite3_errmsg(m->db));
+        sqlite3_reset(m->ins);
+        sqlite3_clear_bindings(m->ins);
+    }
+    if (r == 0 && exec(m->db, "COMMIT") == 0)
+        return 0;
+    exec(m->db, "ROLLBACK");
+    return -EIO;
+}
+
+static struct timespec mono_after(uint64_t us)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += (time_t)(us / 1000000);
+    ts.tv_nsec += (long)(us % 1000000) * 1000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    return ts;
+}
+
+static void *writer_main(void *arg)
+{
+    sf_meter *m = arg;
+    const int64_t every = (int64_t)m->cfg.rollup_interval_s * 1000000;
+    int64_t next_rollup = sf_wall_us() + every, rolled = 0;
+    uint64_t last_start = 0;
+
+    pthread_mutex_lock(&m->mu);
+    for (;;) {
+        rec *batch, *tail;
+        int r;
+
+        while (m->pend_head == NULL && !m->stopping) {
+            struct timespec ts =
+                mono_after(next_rollup > sf_wall_us()
+                               ? (uint64_t)(next_rollup - sf_wall_us())
+                               : 0);
+            pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+            if (m->pend_head == NULL && sf_wall_us() >= next_rollup)
+                break;
+        }
+        if (m->pend_head == NULL && m->stopping)
+            break;
+        /* Group commit: at most one commit per interval, so under load a
+         * commit carries an interval's worth of rows (its fixed cost is
+         * what metering costs); an idle meter commits at once. */
+        if (m->pend_head != NULL && !m->stopping &&
+            sf_mono_us() < last_start + m->cfg.commit_interval_us) {
+            struct timespec ts = mono_after(
+                last_start + m->cfg.commit_interval_us - sf_mono_us());
+            while (!m->stopping &&
+                   pthread_cond_timedwait(&m->cv, &m->mu, &ts) == 0)
+                ;
+        }
+        batch = m->pend_head;
+        tail = m->pend_tail;
+        m->pend_head = m->pend_tail = NULL;
+        pthread_mutex_unlock(&m->mu);
+
+        if (batch != NULL) {
+            uint64_t t0 = sf_mono_us();
+            last_start = t0;
+            r = write_batch(m, batch);
+            m->commit_us += sf_mono_us() - t0;
+            m->commits++;
+            for (rec *p = batch; p != NULL; p = p->next) {
+                p->status = r;
+                m->rows++;
+            }
+        }
+        if (sf_wall_us() >= next_rollup) {
+            /* One batch at a time between group commits, so a large
+             * backlog never holds up the responses waiting for a commit. */
+            bool more = false;
+            int64_t n = sf_meter_rollup(m, sf_wall_us(), 1, &more);
+            if (n > 0)
+                rolled += n;
+            if (!more && rolled > 0) {
+                SF_INFO("msg=\"invocation rows rolled up into hourly "
+                        "usage\" rows=%lld retention_days=%u",
+                        (long long)rolled, m->cfg.retention_days);
+                rolled = 0;
+            }
+            next_rollup = more ? 0 : sf_wall_us() + every;
+        }
+
+        pthread_mutex_lock(&m->mu);
+        if (batch != NULL) {
+            if (m->done_tail != NULL)
+                m->done_tail->next = batch;
+            else
+                m->done_head = batch;
+            m->done_tail = tail;
+            uv_async_send(&m->async);
+        }
+    }
+    pthread_mutex_unlock(&m->mu);
+    return NULL;
+}
+
+/*
+ * Loop thread, once per loop iteration (after I/O callbacks): hands the
+ * records of this iteration to the writer with one lock and one wake-up
+ * instead of one per record.
+ */
+static void handoff(sf_meter *m)
+{
+    if (m->local_head == NULL)
+        return;
+    pthread_mutex_lock(&m->mu);
+    if (m->pend_tail != NULL)
+        m->pend_tail->next = m->local_head;
+    else
+        m->pend_head = m->local_head;
+    m->pend_tail = m->local_tail;
+    pthread_cond_signal(&m->cv);
+    pthread_mutex_unlock(&m->mu);
+    m->local_head = m->local_tail = NULL;
+}
+
+static void on_check(uv_check_t *c)
+{
+    handoff(c->data);
+}
+
+/* Loop thread: runs the callbacks of committed batches. */
+static void on_async(uv_async_t *a)
+{
+    sf_meter *m = a->data;
+    rec *p;
+
+    pthread_mutex_lock(&m->mu);
+    p = m->done_head;
+    m->done_head = m->done_tail = NULL;
+    pthread_mutex_unlock(&m->mu);
+    while (p != NULL) {
+        rec *next = p->next;
+        if (p->status < 0 && p->billed) {
+            /* Not recorded, so not billed: take it out of the spend. */
+            spend *s = spend_of(m, p->function, false);
+            if (s != NULL)
+                s->pico -= p->cost_pico;
+            m->billed_pico_total -= p->cost_pico;
+        }
+        if (p->cb != NULL)
+            p->cb(p->ctx, p->status, p->billed_ms);
+        free(p);
+        p = next;
+    }
+}
+
+/* ---- retention roll-up -------------------------------------------------- */
+
+int64_t sf_meter_rollup(sf_meter *m, int64_t now_us, unsigned max_batches,
+                        bool *more)
+{
+    /* One batch: the ROLLUP_BATCH oldest rows (by rowid) older than the
+     * cutoff are added to their hourly buckets and deleted in the same
+     * transaction, so a crash leaves either both or neither. */
+    static const char agg_sql[] =
+        "INSERT INTO usage_hourly (function, hour_us, currency, invocations,"
+        " n_ok, n_function_error, n_timeout, n_crashed, n_out_of_memory,"
+        " n_sandbox_violation, n_throttled, n_rejected, cold_starts,"
+        " billed_ms, billed_mb_ms, cost_pico, bytes_in, bytes_out,"
+        " duration_us)"
+        " SELECT function, start_us - start_us % 3600000000, currency,"
+        "  COUNT(*), SUM(status='ok'), SUM(status='function_error'),"
+        "  SUM(status='timeout'), SUM(status='crashed'),"
+        "  SUM(status='out_of_memory'), SUM(status='sandbox_violation'),"
+        "  SUM(status='throttled'), SUM(status='rejected'), SUM(cold_start),"
+        "  SUM(billed_ms), SUM(billed_ms * memory_mb), SUM(cost_pico),"
+        "  SUM(bytes_in), SUM(bytes_out), SUM(duration_us)"
+        " FROM invocations WHERE seq IN (SELECT seq FROM invocations"
+        "  WHERE start_us < ?1 ORDER BY seq LIMIT ?2)"
+        " GROUP BY 1, 2, 3"
+        " ON CONFLICT (function, hour_us, currency) DO UPDATE SET"
+        "  invocations = invocations + excluded.invocations,"
+        "  n_ok = n_ok + excluded.n_ok,"
+        "  n_function_error = n_function_error + excluded.n_function_error,"
+        "  n_timeout = n_timeout + excluded.n_timeout,"
+        "  n_crashed = n_crashed + excluded.n_crashed,"
+        "  n_out_of_memory = n_out_of_memory + excluded.n_out_of_memory,"
+        "  n_sandbox_violation = n_sandbox_violation +"
+        "   excluded.n_sandbox_violation,"
+        "  n_throttled = n_throttled + excluded.n_throttled,"
+        "  n_rejected = n_rejected + excluded.n_rejected,"
+        "  cold_starts = cold_starts + excluded.cold_starts,"
+        "  billed_ms = billed_ms + excluded.billed_ms,"
+        "  billed_mb_ms = billed_mb_ms + excluded.billed_mb_ms,"
+        "  cost_pico = cost_pico + excluded.cost_pico,"
+        "  bytes_in = bytes_in + excluded.bytes_in,"
+        "  bytes_out = bytes_out + excluded.bytes_out,"
+        "  duration_us = duration_us + excluded.duration_us";
+    static const char mark_sql[] =
+        "INSERT INTO meter_state (key, value) SELECT 'last_rolled_seq', m"
+        " FROM (SELECT MAX(seq) AS m FROM (SELECT seq FROM invocations"
+        "  WHERE start_us < ?1 ORDER BY seq LIMIT ?2)) WHERE m IS NOT NULL"
+        " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
+    static const char del_sql[] =
+        "DELETE FROM invocations WHERE seq IN (SELECT seq FROM invocations"
+        " WHERE start_us < ?1 ORDER BY seq LIMIT ?2)";
+    int64_t cutoff = now_us - (int64_t)m->cfg.retention_days * DAY_US;
+    sqlite3_stmt *agg = NULL, *mark = NULL, *del = NULL;
+    int64_t total = 0;
+    unsigned batches = 0;
+
+    if (more != NULL)
+        *more = false;
+    if (m->cfg.retention_days == 0)
+        return 0;
+    if (sqlite3_prepare_v2(m->db, agg_sql, -1, &agg, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(m->db, mark_sql, -1, &mark, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v2(m->db, del_sql, -1, &del, NULL) != SQLITE_OK) {
+        SF_ERR("msg=\"cannot prepare roll-up\" error=\"%s\"",
+               sqlite3_errmsg(m->db));
+        total = -EIO;
+        goto out;
+    }
+    for (;;) {
+        int n;
+        if (exec(m->db, "BEGIN IMMEDIATE") < 0) {
+            total = -EIO;
+            goto out;
+        }
+        sqlite3_bind_int64(agg, 1, cutoff);
+        sqlite3_bind_int(agg, 2, ROLLUP_BATCH);
+        sqlite3_bind_int64(mark, 1, cutoff);
+        sqlite3_bind_int(mark, 2, ROLLUP_BATCH);
+        sqlite3_bind_int64(del, 1, cutoff);
+        sqlite3_bind_int(del, 2, ROLLUP_BATCH);
+        if (sqlite3_step(agg) != SQLITE_DONE ||
+            sqlite3_step(mark) != SQLITE_DONE ||
+            sqlite3_step(del) != SQLITE_DONE) {
+            SF_ERR("msg=\"roll-up failed\" error=\"%s\"",
+                   sqlite3_errmsg(m->db));
+            sqlite3_reset(agg);
+            sqlite3_reset(mark);
+            sqlite3_reset(del);
+            exec(m->db, "ROLLBACK");
+            total = -EIO;
+            goto out;
+        }
+        n = sqlite3_changes(m->db);
+        sqlite3_reset(agg);
+        sqlite3_reset(mark);
+        sqlite3_reset(del);
+        if (exec(m->db, "COMMIT") < 0) {
+            exec(m->db, "ROLLBACK");
+            total = -EIO;
+            goto out;
+        }
+        total += n;
+        if (n < ROLLUP_BATCH)
+            break;
+        if (max_batches > 0 && ++batches == max_batches) {
+            if (more != NULL)
+                *more = true;
+            break;
+        }
+    }
+    if (total > 0 && max_batches == 0)
+        SF_INFO("msg=\"invocation rows rolled up into hourly usage\" "
+                "rows=%lld retention_days=%u",
+                (long long)total, m->cfg.retention_days);
+out:
+    sqlite3_finalize(agg);
+    sqlite3_finalize(mark);
+    sqlite3_finalize(del);
+    return total;
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+int sf_meter_open(uv_loop_t *loop, const char *db_path,
+                  const sf_meter_config *cfg, sf_meter **out)
+{
+    sf_meter *m = calloc(1, sizeof(*m));
+    int r = -EIO;
+
+    *out = NULL;
+    if (m == NULL)
+        return -ENOMEM;
+    m->loop = loop;
+    m->cfg = *cfg;
+    pthread_mutex_init(&m->mu, NULL);
+    {
+        pthread_condattr_t ca;
+        pthread_condattr_init(&ca);
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        pthread_cond_init(&m->cv, &ca);
+        pthread_cond_init(&m->ckcv, &ca);
+        pthread_condattr_destroy(&ca);
+    }
+    if (cfg->mode == SF_METER_OFF) {
+        SF_WARN("msg=\"metering is off: invocations are not recorded or "
+                "billed\" hint=\"use --meter-mode=off only to benchmark\"");
+        *out = m;
+        return 0;
+    }
+    if (sqlite3_open_v2(db_path, &m->db, SQLITE_OPEN_READWRITE, NULL) !=
+        SQLITE_OK) {
+        SF_ERR("msg=\"meter cannot open the database\" path=%s error=\"%s\"",
+               db_path, m->db ? sqlite3_errmsg(m->db) : "out of memory");
+        goto fail;
+    }
+    sqlite3_busy_timeout(m->db, 10000);
+    if (exec(m->db, "PRAGMA journal_mode=WAL") < 0 ||
+        exec(m->db, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
+                                       : "PRAGMA synchronous=NORMAL") < 0)
+        goto fail;
+    if (sqlite3_prepare_v3(m->db, insert_sql, -1, SQLITE_PREPARE_PERSISTENT,
+                           &m->ins, NULL) != SQLITE_OK) {
+        SF_ERR("msg=\"meter cannot prepare insert\" error=\"%s\"",
+               sqlite3_errmsg(m->db));
+        goto fail;
+    }
+    /* Reconcile: WAL recovery already rolled back any uncommitted batch
+     * (its clients got no answer, see docs/metering.md); finish the
+     * retention work a crash may have interrupted. */
+    if (sf_meter_rollup(m, sf_wall_us(), 0, NULL) < 0)
+        goto fail;
+    if ((r = load_last_id(m)) < 0)
+        goto fail;
+    if (sqlite3_open_v2(db_path, &m->ckdb, SQLITE_OPEN_READWRITE, NULL) !=
+        SQLITE_OK) {
+        SF_ERR("msg=\"meter cannot open the database\" path=%s", db_path);
+        goto fail;
+    }
+    sqlite3_busy_timeout(m->ckdb, 10000);
+    if (exec(m->ckdb, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
+                                         : "PRAGMA synchronous=NORMAL") < 0)
+        goto fail;
+    sqlite3_wal_hook(m->db, wal_hook, m);
+    if ((r = load_spend(m)) < 0) {
+        SF_ERR("msg=\"meter cannot load this month's spend\"");
+        goto fail;
+    }
+    r = uv_async_init(loop, &m->async, on_async);
+    if (r < 0)
+        goto fail;
+    m->async.data = m;
+    /* The loop's life is the server's and the pool's; the meter is closed
+     * after the loop has drained (sf_meter_close). */
+    uv_unref((uv_handle_t *)&m->async);
+    uv_check_init(loop, &m->check);
+    m->check.data = m;
+    uv_check_start(&m->check, on_check);
+    uv_unref((uv_handle_t *)&m->check);
+    r = -pthread_create(&m->thread, NULL, writer_main, m);
+    if (r < 0) {
+        /* m is freed below, so the handles must not outlive this call:
+         * close them and let the loop finish the close first. */
+        uv_close((uv_handle_t *)&m->async, NULL);
+        uv_close((uv_handle_t *)&m->check, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        goto fail;
+    }
+    m->thread_started = true;
+    if (pthread_create(&m->ckthread, NULL, checkpointer_main, m) == 0)
+        m->ck_started = true;
+    else /* degrade to SQLite's checkpoints inside commits */
+        sqlite3_wal_autocheckpoint(m->db, CHECKPOINT_PAGES);
+    SF_INFO("msg=\"meter ready\" mode=%s fsync_commits=%d "
+            "commit_interval_us=%u retention_days=%u currency=%s "
+            "price_per_request_pico=%lld price_per_gb_second_pico=%lld "
+            "granularity_ms=%u",
+            cfg->mode == SF_METER_SYNC ? "sync" : "async", cfg->fsync_commits,
+            cfg->commit_interval_us, cfg->retention_days, cfg->currency,
+            (long long)cfg->price_per_request_pico,
+            (long long)cfg->price_per_gb_second_pico, cfg->granularity_ms);
+    *out = m;
+    return 0;
+fail:
+    sqlite3_finalize(m->ins);
+    sqlite3_close(m->db);
+    sqlite3_close(m->ckdb);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    pthread_cond_destroy(&m->ckcv);
+    free(m);
+    return r < 0 ? r : -EIO;
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    sf_meter *m = h->data;
+
+    free(m->spends);
+    free(m);
+}
+
+void sf_meter_close(sf_meter *m)
+{
+    if (m == NULL)
+        return;
+    if (m->thread_started) {
+        handoff(m);
+        pthread_mutex_lock(&m->mu);
+        m->stopping = true;
+        pthread_cond_signal(&m->cv);
+        pthread_cond_signal(&m->ckcv);
+        pthread_mutex_unlock(&m->mu);
+        pthread_join(m->thread, NULL);
+        if (m->ck_started)
+            pthread_join(m->ckthread, NULL);
+        on_async(&m->async); /* callbacks of the last batches */
+        SF_INFO(
+            "msg=\"meter closed\" rows=%llu commits=%llu "
+            "rows_per_commit=%.1f commit_us_avg=%llu checkpoints=%llu",
+            (unsigned long long)m->rows, (unsigned long long)m->commits,
+            m->commits ? (double)m->rows / (double)m->commits : 0.0,
+            (unsigned long long)(m->commits ? m->commit_us / m->commits : 0),
+            (unsigned long long)m->checkpoints);
+    }
+    sqlite3_finalize(m->ins);
+    sqlite3_close(m->db);
+    sqlite3_close(m->ckdb);
+    pthread_mutex_destroy(&m->mu);
+    pthread_cond_destroy(&m->cv);
+    pthread_cond_destroy(&m->ckcv);
+    if (m->thread_started) {
+        uv_close((uv_handle_t *)&m->check, NULL);
+        uv_close((uv_handle_t *)&m->async, on_async_closed);
+        return;
+    }
+    free(m->spends);
+    free(m);
+}
+
+double sf_meter_cost_total(void *ctx)
+{
+    const sf_meter *m = ctx;
+
+    return m == NULL ? 0.0
+                     : (double)m->billed_pico_total / (double)SF_PICO_PER_UNIT;
+}
+
+uv_loop_t *sf_meter_loop(const sf_meter *m)
+{
+    return m != NULL ? m->loop : NULL;
+}
+
+const sf_meter_config *sf_meter_config_of(const sf_meter *m)
+{
+    static sf_meter_config defaults;
+    static bool init;
+
+    if (m != NULL)
+        return &m->cfg;
+    if (!init) { /* loop thread only, like the rest of this API */
+        sf_meter_config_defaults(&defaults);
+        init = true;
+    }
+    return &defaults;
+}
+
+/* ---- recording and budgets ---------------------------------------------- */
+
+static void budget_warn(sf_meter *m, spend *s, const sf_meter_rec *in)
+{
+    int level;
+    char spent[40], budget[40];
+
+    if (in->budget_nanos <= 0)
+        return;
+    if (s->pico >= in->budget_nanos * SF_PICO_PER_NANO)
+        level = 100;
+    else if (s->pico * 10 >= in->budget_nanos * SF_PICO_PER_NANO * 8)
+        level = 80;
+    else
+        return;
+    if (level <= s->warned)
+        return;
+    s->warned = level;
+    sf_format_decimal(s->pico / SF_PICO_PER_NANO, 9, spent, sizeof(spent));
+    sf_format_decimal(in->budget_nanos, 9, budget, sizeof(budget));
+    SF_WARN("msg=\"function reached %d%% of its monthly budget\" function=%s "
+            "spent=%s budget=%s currency=%s action=%s",
+            level, s->function, spent, budget, m->cfg.currency,
+            in->budget_action == SF_BUDGET_BLOCK
+                ? "block (invocations will get 402 at 100%)"
+                : "warn");
+}
+
+void sf_meter_record(sf_meter *m, const sf_meter_rec *in, sf_meter_done_cb cb,
+                     void *ctx)
+{
+    const sf_meter_config *c = sf_meter_config_of(m);
+    bool billable = sf_meter_class_billable(in->cls);
+    uint64_t billed_ms = billable
+                             ? sf_meter_billed_ms(in->duration_us, in->init_us,
+                                                  c->granularity_ms)
+                             : 0;
+    rec *r;
+
+    if (m == NULL || c->mode == SF_METER_OFF) {
+        cb(ctx, 0, billed_ms);
+        return;
+    }
+    r = calloc(1, sizeof(*r));
+    if (r == NULL) {
+        SF_ERR("msg=\"cannot record invocation: out of memory\" "
+               "request_id=%s function=%s",
+               in->request_id, in->function);
+        cb(ctx, -ENOMEM, billed_ms);
+        return;
+    }
+    r->id = ++m->last_id;
+    snprintf(r->request_id, sizeof(r->request_id), "%s", in->request_id);
+    snprintf(r->function, sizeof(r->function), "%s", in->function);
+    if (in->tenant != NULL) {
+        r->has_tenant = true;
+        snprintf(r->tenant, sizeof(r->tenant), "%s", in->tenant);
+    }
+    r->version = in->version;
+    r->start_us = in->start_us;
+    r->queue_us = in->queue_us;
+    r->duration_us = in->duration_us;
+    r->init_us = in->cold_start ? in->init_us : 0;
+    r->cold_start = in->cold_start;
+    r->instance_id = in->instance_id;
+    r->cls = in->cls;
+    r->http_status = in->http_status;
+    r->bytes_in = in->bytes_in;
+    r->bytes_out = in->bytes_out;
+    r->memory_mb = in->memory_mb;
+    r->billed = billable;
+    r->billed_ms = billed_ms;
+    r->cost_pico = billable ? sf_meter_cost_pico(billed_ms, in->memory_mb,
+                                                 c->price_per_request_pico,
+                                                 c->price_per_gb_second_pico)
+                            : 0;
+
+    if (billable) {
+        spend *s;
+        roll_period(m, sf_wall_us());
+        s = spend_of(m, in->function, true);
+        if (s != NULL) {
+            s->pico += r->cost_pico;
+            budget_warn(m, s, in);
+        }
+        m->billed_pico_total += r->cost_pico;
+    }
+
+    if (c->mode == SF_METER_ASYNC) {
+        cb(ctx, 0, billed_ms);
+        cb = NULL;
+    }
+    r->cb = cb;
+    r->ctx = ctx;
+    if (m->local_tail != NULL)
+        m->local_tail->next = r;
+    else
+        m->local_head = r;
+    m->local_tail = r;
+}
+
+bool sf_meter_budget_blocks(sf_meter *m, const char *function,
+                            const sf_fn_config *cfg)
+{
+    spend *s;
+
+    if (m == NULL || cfg->budget_nanos <= 0 ||
+        cfg->budget_action != SF_BUDGET_BLOCK || m->cfg.mode == SF_METER_OFF)
+        return false;
+    roll_period(m, sf_wall_us());
+    s = spend_of(m, function, false);
+    return s != NULL && s->pico >= cfg->budget_nanos * SF_PICO_PER_NANO;
+}
+
+cJSON *sf_meter_budget_json(sf_meter *m, const char *function,
+                            const sf_fn_config *cfg)
+{
+    cJSON *j;
+    spend *s;
+    int64_t pico;
+    char buf[40], month[16];
+    int pct = 0;
+
+    if (m == NULL || cfg->budget_nanos <= 0)
+        return NULL;
+    roll_period(m, sf_wall_us());
+    s = spend_of(m, function, false);
+    pico = s ? s->pico : 0;
+    j = cJSON_CreateObject();
+    snprintf(month, sizeof(month), "%04d-%02d", m->period / 12,
+             m->period % 12 + 1);
+    cJSON_AddStringToObject(j, "period", month);
+    sf_format_decimal(pico / SF_PICO_PER_NANO, 9, buf, sizeof(buf));
+    cJSON_AddStringToObject(j, "spent", buf);
+    cJSON_AddNumberToObject(j, "spent_nanos",
+                            (double)(pico / SF_PICO_PER_NANO));
+    sf_format_decimal(cfg->budget_nanos, 9, buf, sizeof(buf));
+    cJSON_AddStringToObject(j, "amount", buf);
+    cJSON_AddStringToObject(j, "currency", m->cfg.currency);
+    cJSON_AddStringToObject(
+        j, "action", cfg->budget_action == SF_BUDGET_BLOCK ? "block" : "warn");
+    if (pico >= cfg->budget_nanos * SF_PICO_PER_NANO)
+        pct = 100;
+    else if (pico * 10 >= cfg->budget_nanos * SF_PICO_PER_NANO * 8)
+        pct = 80;
+    if (pct > 0) {
+        snprintf(buf, sizeof(buf), "%d%%", pct);
+        cJSON_AddStringToObject(j, "warning", buf);
+    } else {
+        cJSON_AddNullToObject(j, "warning");
+    }
+    cJSON_AddBoolToObject(j, "blocked",
+                          pct == 100 && cfg->budget_action == SF_BUDGET_BLOCK);
+    return j;
+}
