@@ -265,6 +265,10 @@ def test_deb_installs_upgrades_and_purges(deb, tmp_path):
         daemon = subprocess.Popen(
             ["nsenter", "-t", str(ns.proc.pid), "-m", "--", "setpriv",
              "--reuid=sofaas", "--regid=sofaas", "--init-groups",
+             # as the unit: only CAP_SETUID/CAP_SETGID, ambient, for the
+             # workers' switch to sofaas-worker
+             "--inh-caps=+setuid,+setgid", "--ambient-caps=+setuid,+setgid",
+             "--bounding-set=-all,+setuid,+setgid",
              "/usr/sbin/sofaasd", "--config", "/etc/sofaas/sofaasd.json",
              "--listen", "127.0.0.1:%d" % port, "--workers", "1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
