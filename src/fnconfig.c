@@ -226,8 +226,10 @@ int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
         const ukey *k = find_ukey(it->string, strlen(it->string));
         if (k != NULL) {
             double d = it->valuedouble;
-            if (!cJSON_IsNumber(it) || d != (double)(int64_t)d ||
-                d < k->lo || d > k->hi) {
+            /* Range first: converting an out-of-range double (1e300) to an
+             * integer is undefined behaviour. NaN fails the range too. */
+            if (!cJSON_IsNumber(it) || !(d >= k->lo && d <= k->hi) ||
+                d != (double)(int64_t)d) {
                 snprintf(err, errlen, "%s: expected an integer in %u..%u",
                          k->name, k->lo, k->hi);
                 return -EINVAL;
