@@ -206,6 +206,17 @@ static int header_bytes(sf_http_conn *c, size_t len)
     return 0;
 }
 
+/*
+ * Trailer fields of a chunked body arrive through the same callbacks after
+ * headers-complete has built req->headers (and set req->method): they count
+ * against the header budget but are dropped, since appending them would
+ * outgrow req->headers and move the bytes it points into.
+ */
+static bool in_trailer(const sf_http_req *r)
+{
+    return r->method != NULL;
+}
+
 static int on_header_field(llhttp_t *p, const char *at, size_t len)
 {
     sf_http_conn *c = p->data;
@@ -213,6 +224,8 @@ static int on_header_field(llhttp_t *p, const char *at, size_t len)
 
     if (header_bytes(c, len) < 0)
         return -1;
+    if (in_trailer(r))
+        return 0;
     if (r->hoff == NULL || r->in_value ||
         r->header_count == 0) { /* a new header starts */
         if (r->header_count >= SF_HTTP_MAX_HEADERS)
@@ -242,6 +255,8 @@ static int on_header_field_complete(llhttp_t *p)
     sf_http_conn *c = p->data;
     sf_http_req *r = c->cur;
 
+    if (in_trailer(r))
+        return 0;
     if (sf_buf_append(&r->hbuf, "", 1) < 0)
         return -1;
     r->in_value = true;
@@ -256,6 +271,8 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 
     if (header_bytes(c, len) < 0)
         return -1;
+    if (in_trailer(r))
+        return 0;
     r->hoff[(r->header_count - 1) * 4 + 3] += len;
     return sf_buf_append(&r->hbuf, at, len) < 0 ? -1 : 0;
 }
@@ -265,6 +282,8 @@ static int on_header_value_complete(llhttp_t *p)
     sf_http_conn *c = p->data;
     sf_http_req *r = c->cur;
 
+    if (in_trailer(r))
+        return 0;
     /* A value can be empty, in which case on_header_value never ran. */
     if (!r->in_value) {
         r->in_value = true;
