@@ -749,7 +749,16 @@ static void process(sf_http_conn *c)
     c->in_process = true;
     while (!c->closing && c->active == NULL && c->in.len > 0) {
         const char *data = c->in.data;
-        llhttp_errno_t e = llhttp_execute(&c->parser, data, c->in.len);
+        llhttp_errno_t e;
+
+        if (c->close_after_write) {
+            /* The response being written ends the connection (e.g. the
+             * request said Connection: close): what follows is never
+             * parsed, only drained until the close. */
+            sf_buf_consume(&c->in, c->in.len);
+            break;
+        }
+        e = llhttp_execute(&c->parser, data, c->in.len);
 
         if (e == HPE_OK) {
             sf_buf_consume(&c->in, c->in.len);

@@ -273,8 +273,8 @@ static void check_output(void)
     p.data = &k;
     e = llhttp_execute(&p, st.out.data ? st.out.data : "", st.out.len);
     if (e != HPE_OK) {
-        fprintf(stderr, "fuzz_http: server output does not parse: %s\n",
-                llhttp_get_error_reason(&p));
+        fprintf(stderr, "fuzz_http: server output does not parse: %s\n%.*s\n",
+                llhttp_get_error_reason(&p), (int)st.out.len, st.out.data);
         abort();
     }
     /* Every byte belongs to a complete response. */
