@@ -557,9 +557,12 @@ void sf_http_respond(sf_http_req *req, int status, const sofaas_header *hdrs,
         req_free(req);
         return;
     }
+    /* A client that half-closed after pipelining still gets an answer to
+     * every complete request it sent: EOF ends the connection only once
+     * nothing is left to parse. */
     write_response(c, status, req->request_id,
-                   !req->keep_alive || c->eof || c->srv->closing ||
-                       c->srv->draining,
+                   !req->keep_alive || (c->eof && c->in.len == 0) ||
+                       c->srv->closing || c->srv->draining,
                    req->is_head,
                    hdrs, nhdrs, body, body_len);
     c->active = NULL;

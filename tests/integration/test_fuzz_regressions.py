@@ -1,6 +1,7 @@
-"""Bugs the fuzzers (tests/fuzz) found, replayed through the real daemon.
+"""Bugs the fuzzers (tests/fuzz) and the soak test (tests/soak) found,
+replayed through the real daemon.
 
-Each test names the corpus file that reproduces it under libFuzzer.
+Each fuzzer finding names the corpus file that reproduces it under libFuzzer.
 """
 import json
 import socket
@@ -87,3 +88,26 @@ def test_config_numbers_far_out_of_range(daemon):
         assert r.json()["error"]["code"] == "invalid_config"
     r = daemon.invoke("echo")
     assert r.status_code == 200
+
+
+def test_half_closed_pipeline_gets_every_answer(daemon):
+    """Found by the soak: a client that pipelines and then shuts down its
+    sending side (EOF) got "Connection: close" on the first answer, and the
+    requests behind it were dropped. Each complete request is answered;
+    here the second is malformed, so the third never runs. The requests
+    go to a function so that EOF arrives while the first is in flight."""
+    daemon.deploy("hello", example("hello"))
+    good = b"GET /fn/hello HTTP/1.1\r\nHost: x\r\n\r\n"
+    bad = b"GET /healthz HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab"
+    s = socket.create_connection(("127.0.0.1", daemon.port), timeout=10)
+    try:
+        s.sendall(good + good + bad + good)
+        s.shutdown(socket.SHUT_WR)
+        resps, rest = read_responses(s, 4)
+    finally:
+        s.close()
+    assert [r[0] for r in resps] == [200, 200, 400], resps
+    assert "Connection: close" not in resps[0][1]
+    assert "Connection: close" in resps[2][1]
+    assert json.loads(resps[2][2])["error"]["code"] == "bad_request"
+    assert rest == b""
