@@ -3,6 +3,8 @@
 #   make test   install missing packages, build, run the whole suite (ctest)
 #   make deps   install missing Debian packages (no-op, no network, when all are present)
 #   make package  build the Debian package build/sofaas_<version>_amd64.deb
+#   make soak   bounded mixed load with faults against a real daemon (SOAK_SECONDS=60)
+#   make fuzz   build the libFuzzer targets with clang and run each (SOFAAS_FUZZ_SECONDS=60)
 
 BUILD_DIR ?= build
 BUILD_TYPE ?= RelWithDebInfo
@@ -10,15 +12,16 @@ CMAKE_FLAGS ?=
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 LISTEN ?= 127.0.0.1:8080
 STATE_DIR ?= ./var
+SOAK_SECONDS ?= 60
 
 # Everything a fresh Debian 12 needs to build, run and test sofaas.
 DEB_PACKAGES = build-essential cmake pkg-config libuv1-dev node-llhttp \
 	libcjson-dev libseccomp-dev libsqlite3-dev libcmocka-dev \
 	python3 python3-pytest python3-requests curl sqlite3 \
 	systemd man-db adduser dpkg-dev \
-	python3-prometheus-client python3-yaml wrk
+	python3-prometheus-client python3-yaml wrk clang libclang-rt-14-dev
 
-.PHONY: all deps build run test package clean
+.PHONY: all deps build run test package soak fuzz clean
 
 all: build
 
@@ -51,5 +54,12 @@ test: deps build
 package: deps build
 	cd $(BUILD_DIR) && cpack -G DEB
 
+# Not part of `make test`: minutes of load (a short soak runs in the suite).
+soak: deps build
+	/usr/bin/python3 tests/soak/soak.py --build-dir $(BUILD_DIR) --duration $(SOAK_SECONDS)
+
+fuzz: deps
+	tests/fuzz/run.sh
+
 clean:
-	rm -rf $(BUILD_DIR) build-asan
+	rm -rf $(BUILD_DIR) build-asan build-fuzz
