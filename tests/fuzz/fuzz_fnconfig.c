@@ -43,16 +43,14 @@ static bool same_config(const sf_fn_config *a, const sf_fn_config *b)
            a->idle_timeout_s == b->idle_timeout_s &&
            a->max_queue == b->max_queue &&
            a->queue_timeout_ms == b->queue_timeout_ms &&
-           a->max_invocations_per_instance ==
-               b->max_invocations_per_instance &&
+           a->max_invocations_per_instance == b->max_invocations_per_instance &&
            a->template_mode == b->template_mode;
 }
 
 static void check_valid(const sf_fn_config *c)
 {
     CHECK(c->timeout_ms >= 1 && c->timeout_ms <= SF_FN_TIMEOUT_MAX);
-    CHECK(c->memory_mb >= SF_FN_MEMORY_MIN &&
-          c->memory_mb <= SF_FN_MEMORY_MAX);
+    CHECK(c->memory_mb >= SF_FN_MEMORY_MIN && c->memory_mb <= SF_FN_MEMORY_MAX);
     CHECK(c->init_timeout_ms >= 1 && c->init_timeout_ms <= SF_FN_TIMEOUT_MAX);
     CHECK(c->tmp_mb >= 1 && c->tmp_mb <= SF_FN_TMP_MAX);
     CHECK(c->idle_timeout_s >= 1);
@@ -88,8 +86,7 @@ static void check_roundtrip(const sf_fn_config *c)
     CHECK(j2 != NULL);
     sf_fn_config_defaults(&back);
     if (sf_fn_config_apply_json(&back, j2, err, sizeof(err)) != 0) {
-        fprintf(stderr, "fuzz_fnconfig: own JSON refused: %s\n%s\n", err,
-                text);
+        fprintf(stderr, "fuzz_fnconfig: own JSON refused: %s\n%s\n", err, text);
         abort();
     }
     CHECK(same_config(&back, c));

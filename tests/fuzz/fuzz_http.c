@@ -77,10 +77,18 @@ static int stub_on_headers(void *ctx, sf_http_req *req, const char **code,
         return 401;
     }
     switch (req->route.id) {
-    case SF_ROUTE_FN_DEPLOY: req->body_limit = 4096; break;
-    case SF_ROUTE_INVOKE: req->body_limit = 1024; break;
-    case SF_ROUTE_FN_PATCH: req->body_limit = 64; break;
-    default: req->body_limit = 0; break;
+    case SF_ROUTE_FN_DEPLOY:
+        req->body_limit = 4096;
+        break;
+    case SF_ROUTE_INVOKE:
+        req->body_limit = 1024;
+        break;
+    case SF_ROUTE_FN_PATCH:
+        req->body_limit = 64;
+        break;
+    default:
+        req->body_limit = 0;
+        break;
     }
     return 0;
 }
@@ -135,12 +143,11 @@ static const sf_http_handlers stub = {stub_on_headers, stub_on_request};
 /* ---- checking the output ------------------------------------------------ */
 
 typedef struct resp_check {
-    unsigned n;       /* final responses seen */
-    unsigned extra;   /* responses beyond the dispatched requests */
-    bool closed;      /* a response said Connection: close */
-    bool in_msg;      /* inside a response */
-    bool is_close;    /* current one does */
-    bool in_rid, in_conn;
+    unsigned n;     /* final responses seen */
+    unsigned extra; /* responses beyond the dispatched requests */
+    bool closed;    /* a response said Connection: close */
+    bool in_msg;    /* inside a response */
+    bool is_close;  /* current one does */
     sf_buf hname, hval, rid, body;
 } resp_check;
 
@@ -161,8 +168,8 @@ static void header_done(resp_check *k)
         strncasecmp(k->hname.data, "X-Request-Id", 12) == 0)
         sf_buf_append(&k->rid, k->hval.data, k->hval.len);
     if (k->hname.len == 10 &&
-        strncasecmp(k->hname.data, "Connection", 10) == 0 &&
-        k->hval.len == 5 && strncasecmp(k->hval.data, "close", 5) == 0)
+        strncasecmp(k->hname.data, "Connection", 10) == 0 && k->hval.len == 5 &&
+        strncasecmp(k->hval.data, "close", 5) == 0)
         k->is_close = true;
     k->hname.len = 0;
     k->hval.len = 0;
@@ -212,8 +219,8 @@ static bool refusal_status(int s)
 
 static void check_error_body(const resp_check *k)
 {
-    cJSON *j = cJSON_ParseWithLength(k->body.data ? k->body.data : "",
-                                     k->body.len);
+    cJSON *j =
+        cJSON_ParseWithLength(k->body.data ? k->body.data : "", k->body.len);
     const cJSON *e = cJSON_GetObjectItemCaseSensitive(j, "error");
 
     CHECK(cJSON_IsString(cJSON_GetObjectItemCaseSensitive(e, "code")));

@@ -38,8 +38,8 @@ static void check_str(const char *pl, size_t plen, const char *p, size_t len)
     CHECK(p[len] == '\0');
 }
 
-static void check_headers(const char *pl, size_t plen,
-                          const sofaas_header *h, size_t n)
+static void check_headers(const char *pl, size_t plen, const sofaas_header *h,
+                          size_t n)
 {
     CHECK(n <= SF_IPC_MAX_HEADERS);
     CHECK(n == 0 || h != NULL);
@@ -91,9 +91,10 @@ static void fuzz_hdr(const uint8_t *d, size_t n)
         CHECK(r == 0 || r == -EPROTO || r == -EMSGSIZE);
         if (r == 0) {
             CHECK(h.type >= 1 && h.type <= SF_FRAME_TYPE_MAX);
-            CHECK(h.len <= (h.type == SF_FRAME_INVOKE     ? SF_IPC_MAX_INVOKE
-                            : h.type == SF_FRAME_RESPONSE ? SF_IPC_MAX_RESPONSE
-                                                          : SF_IPC_MAX_CONTROL));
+            CHECK(h.len <= (h.type == SF_FRAME_INVOKE ? SF_IPC_MAX_INVOKE
+                            : h.type == SF_FRAME_RESPONSE
+                                ? SF_IPC_MAX_RESPONSE
+                                : SF_IPC_MAX_CONTROL));
         }
     }
 }
@@ -218,8 +219,7 @@ static void fuzz_loaded(const char *p, size_t n)
     check_str(p, n, msg, n - sizeof(sf_loaded_msg) - 1);
     CHECK(sf_ipc_encode_loaded(status, msg, &out, &out_len) == 0);
     mlen = strlen(msg) > 4096 ? 4096 : strlen(msg);
-    check_frame_hdr(out, out_len - sizeof(sf_frame_hdr), SF_FRAME_LOADED,
-                    true);
+    check_frame_hdr(out, out_len - sizeof(sf_frame_hdr), SF_FRAME_LOADED, true);
     CHECK(sf_ipc_decode_loaded(out + sizeof(sf_frame_hdr),
                                out_len - sizeof(sf_frame_hdr), &st2,
                                &msg2) == 0);
@@ -284,8 +284,7 @@ static void fuzz_roundtrip(const char *d, size_t n)
     CHECK(sf_ipc_decode_invoke(whole + sizeof(sf_frame_hdr),
                                out_len - sizeof(sf_frame_hdr) + inv.body_len,
                                &back, &h) == 0);
-    CHECK(same_bytes(back.method, back.method_len, inv.method,
-                     inv.method_len));
+    CHECK(same_bytes(back.method, back.method_len, inv.method, inv.method_len));
     CHECK(same_bytes(back.path, back.path_len, inv.path, inv.path_len));
     CHECK(same_bytes(back.query, back.query_len, inv.query, inv.query_len));
     CHECK(same_bytes(back.request_id, back.request_id_len, inv.request_id,
@@ -309,12 +308,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     memcpy(p, data + 1, size - 1);
     switch (data[0] % 6) {
-    case 0: fuzz_hdr((const uint8_t *)p, size - 1); break;
-    case 1: fuzz_invoke(p, size - 1); break;
-    case 2: fuzz_response(p, size - 1); break;
-    case 3: fuzz_load(p, size - 1); break;
-    case 4: fuzz_loaded(p, size - 1); break;
-    case 5: fuzz_roundtrip(p, size - 1); break;
+    case 0:
+        fuzz_hdr((const uint8_t *)p, size - 1);
+        break;
+    case 1:
+        fuzz_invoke(p, size - 1);
+        break;
+    case 2:
+        fuzz_response(p, size - 1);
+        break;
+    case 3:
+        fuzz_load(p, size - 1);
+        break;
+    case 4:
+        fuzz_loaded(p, size - 1);
+        break;
+    case 5:
+        fuzz_roundtrip(p, size - 1);
+        break;
     }
     free(p);
     return 0;
