@@ -3,12 +3,8 @@
  * (src/config.c: apply_text, validate, the SIGHUP diff and --print-config),
  * with a seed corpus in tests/fuzz/corpus/config/.
  *
- * Not part of the default build (it needs clang's -fsanitize=fuzzer):
- *
- *   clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE \
- *     -Isrc -Iinclude tests/fuzz/fuzz_config.c src/log.c -lcjson \
- *     -o fuzz_config
- *   ./fuzz_config -max_total_time=60 tests/fuzz/corpus/config
+ * Built in the fuzz build (-DSOFAAS_FUZZ=ON) and run by tests/fuzz/run.sh
+ * (`tests/fuzz/run.sh config`); docs/testing.md has the details.
  */
 #include <stdint.h>
 #include <stdio.h>

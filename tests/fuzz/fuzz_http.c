@@ -33,6 +33,7 @@
 #include "http.c"
 
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <sys/socket.h>
@@ -312,6 +313,32 @@ static bool drain(int fd)
     }
 }
 
+/*
+ * A blocking connect that libFuzzer's SIGALRM (its -timeout watchdog) may
+ * interrupt: the connection then completes in the background, so wait for
+ * it rather than retry.
+ */
+static void connect_loopback(int fd, const struct sockaddr_in *sa)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+    socklen_t len = sizeof(int);
+    int err = 0;
+
+    if (connect(fd, (const struct sockaddr *)sa, sizeof(*sa)) == 0)
+        return;
+    err = errno;
+    if (err == EINTR) {
+        while (poll(&pfd, 1, -1) < 0 && errno == EINTR)
+            ;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+            err = errno;
+        if (err == 0)
+            return;
+    }
+    fprintf(stderr, "fuzz_http: connect: %s\n", strerror(err));
+    abort();
+}
+
 /* One loop iteration: write and close callbacks run here, as in sofaasd. */
 static void pump(void)
 {
@@ -358,10 +385,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fd = socket(AF_INET, SOCK_STREAM, 0);
     CHECK(fd >= 0);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        perror("fuzz_http: connect");
-        abort();
-    }
+    connect_loopback(fd, &sa);
     for (spins = 0; srv->conns == NULL && spins < 1000; spins++)
         uv_run(&loop, UV_RUN_NOWAIT);
     c = srv->conns;

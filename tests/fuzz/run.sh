@@ -17,7 +17,7 @@ cd "$(dirname "$0")/../.."
 
 secs=${SOFAAS_FUZZ_SECONDS:-60}
 bdir=${SOFAAS_FUZZ_BUILD_DIR:-build-fuzz}
-all="http ipc fnconfig"
+all="http ipc fnconfig config"
 targets=()
 while [ $# -gt 0 ] && [ "$1" != "--" ]; do
     targets+=("$1")
