@@ -11,8 +11,9 @@ with a client timeout):
   * hostile clients on raw sockets: malformed and oversized requests, and
     a pipeline whose middle request is malformed;
   * a chaos thread that SIGKILLs random workers (children of the daemon),
-    redeploys functions (alternating artifacts under one name) and, with
-    --sighup, sends SIGHUP to the daemon.
+    redeploys functions (alternating artifacts under one name) and sends
+    SIGHUP to the daemon (a config reload; --no-sighup or SOAK_SIGHUP=0
+    leaves it out).
 
 Checks:
   * every response is a documented one: success statuses per request kind,
@@ -396,7 +397,7 @@ class Soak:
     """
 
     def __init__(self, daemon, artifacts, duration=60.0, warmup=None,
-                 clients=6, seed=None, sighup=False, log=print):
+                 clients=6, seed=None, sighup=True, log=print):
         self.d = daemon
         self.art = artifacts
         self.duration = duration
@@ -557,8 +558,11 @@ def summarize(report, log=print):
         by_kind["%s %d%s" % (kind, status, " " + code if code else "")] += n
     for k, n in sorted(by_kind.items()):
         log("  %-50s %d" % (k, n))
-    log("soak: %d requests, chaos %s, fds %s -> %s, RSS %s -> %s KiB%s" % (
+    end = report["end"] or {}
+    log("soak: %d requests, chaos %s, workers %s -> %s, fds %s -> %s, "
+        "RSS %s -> %s KiB%s" % (
         report["requests"], report["chaos"],
+        report["start"]["workers"], end.get("workers"),
         report["start"]["fds"], report["end"] and report["end"]["fds"],
         report["start"]["rss_kb"], report["end"] and report["end"]["rss_kb"],
         "" if report.get("rss_checked", True) else " (not checked: ASan)"))
@@ -587,9 +591,9 @@ def main():
     ap.add_argument("--warmup", type=float, default=None)
     ap.add_argument("--clients", type=int, default=6)
     ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--sighup", action="store_true",
-                    default=os.environ.get("SOAK_SIGHUP") == "1",
-                    help="also send SIGHUP (needs the daemon to handle it)")
+    ap.add_argument("--no-sighup", dest="sighup", action="store_false",
+                    default=os.environ.get("SOAK_SIGHUP", "1") != "0",
+                    help="do not send SIGHUP (config reloads)")
     ap.add_argument("--keep-state", action="store_true")
     args = ap.parse_args()
 
