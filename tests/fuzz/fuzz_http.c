@@ -10,9 +10,10 @@
  * would), followed by EOF. Responses are written by http.c through uv_write
  * to the socket and read back by the harness. Stub handlers stand in for
  * the API layer: they route with the real router, set body limits like
- * api.c, refuse on request, and answer either at once (inside on_request)
- * or later (after the next chunk), which exercises pipelining, buffering
- * while a request is in flight, and EOF with a request outstanding.
+ * api.c, stream deploy bodies through a body sink, refuse on request
+ * (X-Fuzz-Refuse, X-Fuzz-Sink-Fail), and answer either at once (inside
+ * on_request) or later (after the next chunk), which exercises pipelining,
+ * buffering while a request is in flight, and EOF with a request outstanding.
  *
  * Input format: byte 0 selects the delivery (bits 0-2: chunk size, bit 3:
  * deferred answers); the rest are the bytes the client sends. Seeds in
@@ -66,6 +67,33 @@ static struct {
 
 /* ---- stub API layer ----------------------------------------------------- */
 
+/*
+ * Deploys stream their body through a sink, as api.c does: the stub counts
+ * the bytes in req->user (freed by on_free, so a request http.c forgets to
+ * free shows up as a leak) and refuses mid-body when asked to.
+ */
+static int stub_sink(sf_http_req *req, const char *data, size_t len,
+                     const char **code, const char **message)
+{
+    size_t *seen = req->user;
+
+    (void)data;
+    *seen += len;
+    CHECK(*seen == req->body_seen && *seen <= req->body_limit);
+    if (sf_http_header(req, "X-Fuzz-Sink-Fail") != NULL) {
+        *code = "insufficient_storage";
+        *message = "refused by the fuzz stub's body sink";
+        return 507;
+    }
+    return 0;
+}
+
+static void stub_free(sf_http_req *req)
+{
+    free(req->user);
+    req->user = NULL;
+}
+
 static int stub_on_headers(void *ctx, sf_http_req *req, const char **code,
                            const char **message)
 {
@@ -80,6 +108,10 @@ static int stub_on_headers(void *ctx, sf_http_req *req, const char **code,
     switch (req->route.id) {
     case SF_ROUTE_FN_DEPLOY:
         req->body_limit = 4096;
+        req->user = calloc(1, sizeof(size_t));
+        CHECK(req->user != NULL);
+        req->body_sink = stub_sink;
+        req->on_free = stub_free;
         break;
     case SF_ROUTE_INVOKE:
         req->body_limit = 1024;
@@ -108,6 +140,10 @@ static void check_request(const sf_http_req *r)
         CHECK(h->value[h->value_len] == '\0');
     }
     CHECK(r->body.len <= r->body_limit);
+    if (r->body_sink != NULL) /* streamed: nothing buffered, all counted */
+        CHECK(r->body.len == 0 && *(size_t *)r->user == r->body_seen);
+    else
+        CHECK(r->body.len == r->body_seen);
     CHECK(valid_request_id(r->request_id, strlen(r->request_id)));
 }
 
@@ -215,7 +251,7 @@ static int r_on_body(llhttp_t *p, const char *at, size_t len)
 static bool refusal_status(int s)
 {
     return s == 400 || s == 401 || s == 408 || s == 413 || s == 414 ||
-           s == 431 || s == 501 || s == 503;
+           s == 431 || s == 501 || s == 503 || s == 507;
 }
 
 static void check_error_body(const resp_check *k)

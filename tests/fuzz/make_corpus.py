@@ -51,6 +51,12 @@ def http_seeds():
             b"PUT /v1/functions/hello?timeout_ms=100 HTTP/1.1\r\n"
             b"Expect: 100-continue\r\nContent-Length: 4\r\n"
             b"X-Sofaas-Config: {\"memory_mb\":64}\r\n\r\n\x7fELF",
+        "deploy_chunked":
+            b"PUT /v1/functions/hello HTTP/1.1\r\nTransfer-Encoding: chunked"
+            b"\r\n\r\n4\r\n\x7fELF\r\n3\r\nabc\r\n0\r\n\r\n" + G,
+        "deploy_sink_fails":
+            b"PUT /v1/functions/hello HTTP/1.1\r\nX-Fuzz-Sink-Fail: 1\r\n"
+            b"Content-Length: 4\r\n\r\n\x7fELF" + G,
         "patch_json":
             b"PATCH /v1/functions/hello HTTP/1.1\r\nContent-Length: 18\r\n"
             b"\r\n{\"timeout_ms\":100}",
