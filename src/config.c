@@ -320,7 +320,9 @@ static int set_from_json(sf_config *cfg, const section *s, const key *k,
         if (!cJSON_IsNumber(v))
             break;
         d = v->valuedouble;
-        if (d != (double)(long long)d || d < k->min || d > k->max) {
+        /* Range first: converting an out-of-range double (1e300) to an
+         * integer is undefined behaviour. */
+        if (!(d >= k->min && d <= k->max) || d != (double)(long long)d) {
             fprintf(err, "sofaasd: %s: %s: expected %s, got %g\n", where, path,
                     expected(k, eb, sizeof(eb)), d);
             return -EINVAL;

@@ -111,3 +111,19 @@ def test_half_closed_pipeline_gets_every_answer(daemon):
     assert "Connection: close" in resps[2][1]
     assert json.loads(resps[2][2])["error"]["code"] == "bad_request"
     assert rest == b""
+
+
+def test_config_file_number_far_out_of_range(tmp_path):
+    """corpus/config/huge-number.json: the config file parser converted a
+    number like 1e300 to an integer before checking its range (undefined
+    behaviour, which the sanitizer build reports)."""
+    import subprocess
+    from conftest import SOFAASD
+    path = tmp_path / "sofaasd.json"
+    for bad in ("1e300", "-1e300", "1e19"):
+        path.write_text('{"http":{"header_timeout_ms":%s}}' % bad)
+        r = subprocess.run([SOFAASD, "--check-config", str(path)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 1, (bad, r.stdout, r.stderr)
+        assert "http.header_timeout_ms: expected integer" in r.stderr, \
+            r.stderr
