@@ -89,9 +89,12 @@ CHAOS_INVOKE = {(502, "function_crashed"), (502, "init_failed"),
 # Remove an entry once its bug is fixed, so the soak guards the fix.
 KNOWN_BUGS = {
     (502, "invalid_response"):
-        "pool.c on_wwrite(): a failed write of an INVOKE frame to a worker "
-        "that was just killed marks it KILL_PROTO, so the caller gets 502 "
-        "invalid_response instead of function_crashed",
+        "pool.c: an invocation sent to a worker that has just died is "
+        "blamed on the worker as a protocol error (KILL_PROTO): dispatch() "
+        "to an idle worker whose IPC already hit EOF (exit not yet reaped) "
+        "fails with EBADF, or on_wwrite() gets EPIPE; the caller gets 502 "
+        "invalid_response, not function_crashed (and the request never "
+        "reached user code, so it could be retried elsewhere)",
 }
 
 EXPECT = {
