@@ -49,6 +49,7 @@ SOURCE = os.path.abspath(os.path.join(HERE, "..", ".."))
 
 CLIENT_TIMEOUT = 30  # seconds; any request slower than this is a hang
 FD_MARGIN = 8        # fds the end may exceed the warm-up by
+FDS_PER_WORKER = 3   # IPC socket, pidfd, output pipe: allowed per extra worker
 RSS_MARGIN_KB = 8192 # plus 10 %: allocator slack, SQLite page cache
 
 
@@ -540,7 +541,7 @@ class Soak:
                                       self.d.proc.returncode)
             return report
         fd_limit = start["fds"] + FD_MARGIN + \
-            2 * max(0, end["workers"] - start["workers"])
+            FDS_PER_WORKER * max(0, end["workers"] - start["workers"])
         if end["fds"] > fd_limit:
             report["failures"].append(
                 "fd count grew: %d after warm-up, %d at the end (limit %d)"
