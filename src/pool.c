@@ -24,7 +24,6 @@
 
 #include <errno.h>
 #include <seccomp.h>
-#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -337,10 +336,14 @@ static bool use_template(const fnv *f)
 static unsigned predicted(const sf_pool *p, const fnv *f)
 {
     /* Room for a burst of twice the recent peak; the peak decays to zero
-     * within ~10 idle ticks, so scale to zero still happens. */
+     * within ~15 idle ticks, so scale to zero still happens. */
     if (!p->cfg.predictive || f->recent < 0.1)
         return 0;
-    return (unsigned)ceil(2.0 * f->recent);
+    {
+        double want = 2.0 * f->recent; /* rounded up, without libm */
+        unsigned n = (unsigned)want;
+        return (double)n < want ? n + 1 : n;
+    }
 }
 
 /* Instances f should keep ready: min_warm and the prediction, capped. */
@@ -1596,8 +1599,9 @@ static bool take_token(sf_pool *p)
     }
     if (!uv_is_active((uv_handle_t *)&p->rtimer))
         uv_timer_start(&p->rtimer, on_rtimer,
-                       (uint64_t)ceil((1.0 - p->tokens) * 1000.0 /
-                                      p->cfg.spawn_rate),
+                       (uint64_t)((1.0 - p->tokens) * 1000.0 /
+                                  p->cfg.spawn_rate) +
+                           1,
                        0);
     return false;
 }
