@@ -50,6 +50,9 @@ static const struct {
     [SF_INV_SANDBOX] = {500, "sandbox_violation"},
     [SF_INV_UNAVAILABLE] = {503, "function_unavailable"},
     [SF_INV_OOM] = {502, "out_of_memory"},
+    [SF_INV_THROTTLED] = {429, "throttled"},
+    [SF_INV_QUEUE_TIMEOUT] = {429, "throttled"},
+    [SF_INV_BACKOFF] = {503, "function_unavailable"},
 };
 
 #define SF_API_SMALL_BODY_MAX (64u << 10)
@@ -158,6 +161,47 @@ static const sf_function *named_function(sf_api *api, sf_http_req *req)
     return f;
 }
 
+/* The pool's view of a function: instance counts by state and the state of
+ * its warm target, template and crash-loop backoff. Caller owns. */
+static cJSON *instances_json(sf_api *api, const char *name)
+{
+    sf_pool_fn_stats s;
+    cJSON *j = cJSON_CreateObject();
+
+    sf_pool_function_stats(api->pool, name, &s);
+    cJSON_AddNumberToObject(j, "loading", s.loading);
+    cJSON_AddNumberToObject(j, "idle", s.idle);
+    cJSON_AddNumberToObject(j, "busy", s.busy);
+    cJSON_AddNumberToObject(j, "draining", s.draining);
+    cJSON_AddNumberToObject(j, "template", s.templates);
+    cJSON_AddNumberToObject(j, "queued", s.queued);
+    cJSON_AddNumberToObject(j, "warm_target", s.warm_target);
+    cJSON_AddNumberToObject(j, "recent_peak",
+                            (double)(long)(s.recent_peak * 1000) / 1000);
+    cJSON_AddBoolToObject(j, "template_active", s.template_active);
+    cJSON_AddNumberToObject(j, "template_init_us", (double)s.template_init_us);
+    cJSON_AddNumberToObject(j, "backoff_ms", (double)s.backoff_ms);
+    return j;
+}
+
+/* Tells the pool f is current so its min_warm instances start. */
+static void provision(sf_api *api, const sf_function *f)
+{
+    sf_fn_spec spec = {.name = f->name,
+                       .version = f->version,
+                       .artifact_path = f->artifact_path,
+                       .config = f->config};
+
+    if (sf_pool_provision(api->pool, &spec) < 0)
+        SF_WARN("msg=\"cannot provision instances\" function=%s", f->name);
+}
+
+void sf_api_provision_all(sf_api *api)
+{
+    for (size_t i = 0; i < sf_registry_count(api->reg); i++)
+        provision(api, sf_registry_at(api->reg, i));
+}
+
 static void handle_get(sf_api *api, sf_http_req *req)
 {
     const sf_function *f = named_function(api, req);
@@ -169,6 +213,7 @@ static void handle_get(sf_api *api, sf_http_req *req)
     budget = sf_meter_budget_json(api->meter, f->name, &f->config);
     if (budget != NULL)
         cJSON_AddItemToObject(j, "budget_status", budget);
+    cJSON_AddItemToObject(j, "instances", instances_json(api, f->name));
     cJSON_AddItemToObject(j, "versions",
                           sf_registry_versions_json(api->reg, f->name));
     respond_json(req, 200, j);
@@ -356,6 +401,7 @@ static void on_validated(void *ctx, bool ok, const char *reason)
         return;
     }
     sf_pool_retire_function(d->api->pool, f->name, f->version);
+    provision(d->api, f);
     SF_INFO("msg=\"function deployed\" function=%s version=%lld sha256=%s "
             "size=%lld request_id=%s",
             f->name, (long long)f->version, f->sha256, (long long)f->size,
@@ -437,6 +483,7 @@ static void handle_patch(sf_api *api, sf_http_req *req)
         return;
     }
     sf_pool_retire_function(api->pool, f->name, f->version);
+    provision(api, f);
     SF_INFO("msg=\"function configured\" function=%s version=%lld "
             "request_id=%s",
             f->name, (long long)f->version, req->request_id);
@@ -477,6 +524,8 @@ typedef struct invocation {
     size_t body_len;
     char inst[24];
     char billed[24];
+    unsigned retry_after_s; /* > 0: answer with Retry-After */
+    char retry[16];
 } invocation;
 
 static void invocation_free(invocation *iv)
@@ -572,7 +621,14 @@ static void on_metered(void *ctx, int status, uint64_t billed_ms)
         /* Never answer an invocation the meter could not record. */
         sf_http_error(req, iv->status, iv->code, "%s", iv->msg);
     } else if (iv->code != NULL) {
-        sf_http_error_hdrs(req, iv->status, &billed, 1, iv->code, "%s",
+        sofaas_header eh[2] = {billed};
+        size_t neh = 1;
+        if (iv->retry_after_s > 0) {
+            snprintf(iv->retry, sizeof(iv->retry), "%u", iv->retry_after_s);
+            eh[neh++] = (sofaas_header){"Retry-After", 11, iv->retry,
+                                        strlen(iv->retry)};
+        }
+        sf_http_error_hdrs(req, iv->status, eh, neh, iv->code, "%s",
                            iv->msg);
     } else {
         size_t n = iv->nrhdrs;
@@ -623,6 +679,7 @@ static void on_invoked(void *ctx, const sf_invoke_result *res)
     iv->init_us = res->init_us;
     iv->instance_id = res->instance_id;
     iv->cold_start = res->cold_start;
+    iv->retry_after_s = res->retry_after_s; /* 429 throttled, 503 backoff */
     cls = sf_meter_class_of(res->status,
                             res->status == SF_INV_OK ? res->resp->rc : 0);
     if (res->status != SF_INV_OK) {

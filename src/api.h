@@ -50,6 +50,8 @@ void sf_api_set_ready(sf_api *api, bool ready);
 void sf_api_set_access_log(sf_api *api, bool on);
 bool sf_api_ready(const sf_api *api);
 
+/* Starts the min_warm instances of every live function (daemon start). */
+void sf_api_provision_all(sf_api *api);
 /* The handlers to give sf_http_server_new, with api as ctx. */
 const sf_http_handlers *sf_api_handlers(void);
 

@@ -71,6 +71,9 @@ static const key pool_keys[] = {
     K_UINT(sf_config_pool, generic_min, 0, 1024, "4", true),
     K_UINT(sf_config_pool, max_workers, 1, 4096, "64", true),
     K_STR(sf_config_pool, worker, "", false),
+    K_UINT(sf_config_pool, spawn_rate, 1, 100000, "100", false),
+    K_BOOL(sf_config_pool, predictive_warming, "true", false),
+    K_UINT(sf_config_pool, template_threshold_ms, 1, 3600000, "20", false),
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
@@ -150,6 +153,9 @@ static const struct {
     {"workers", "pool.generic_min"},
     {"max-workers", "pool.max_workers"},
     {"worker", "pool.worker"},
+    {"spawn-rate", "pool.spawn_rate"},
+    {"predictive-warming", "pool.predictive_warming"},
+    {"template-threshold-ms", "pool.template_threshold_ms"},
     {"http-header-timeout-ms", "http.header_timeout_ms"},
     {"http-body-timeout-ms", "http.body_timeout_ms"},
     {"http-keepalive-timeout-ms", "http.keepalive_timeout_ms"},
@@ -525,6 +531,13 @@ void sf_config_usage(FILE *f)
             "  --state-dir DIR          database and artifacts (./var)\n"
             "  --workers N              generic workers kept ready (4)\n"
             "  --max-workers N          all workers together (64)\n"
+            "  --spawn-rate N           background worker spawns per second "
+            "(100)\n"
+            "  --predictive-warming on|off  keep twice the recent peak "
+            "warm (on)\n"
+            "  --template-threshold-ms N  template=auto forks instances of "
+            "functions\n"
+            "                           whose init took >= N ms (20)\n"
             "  --admin-token-file FILE  bearer token for /v1 (or env "
             "SOFAAS_ADMIN_TOKEN)\n"
             "  --worker PATH            sofaas-worker executable (next to "

@@ -35,6 +35,9 @@ typedef struct sf_config_pool {
     unsigned generic_min; /* generic workers kept ready */
     unsigned max_workers; /* all workers together */
     char *worker;         /* sofaas-worker path; "" = next to sofaasd */
+    unsigned spawn_rate;  /* background worker spawns per second */
+    bool predictive_warming;        /* keep 2x the recent peak warm */
+    unsigned template_threshold_ms; /* template=auto: init at least this */
 } sf_config_pool;
 
 typedef struct sf_config_http {

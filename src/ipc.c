@@ -32,6 +32,7 @@ int sf_ipc_check_hdr(const sf_frame_hdr *h, bool from_worker)
     case SF_FRAME_HELLO:
     case SF_FRAME_LOADED:
     case SF_FRAME_VIOLATION:
+    case SF_FRAME_FORKED:
         if (!from_worker)
             return -EPROTO;
         cap = SF_IPC_MAX_CONTROL;
@@ -42,6 +43,7 @@ int sf_ipc_check_hdr(const sf_frame_hdr *h, bool from_worker)
         cap = SF_IPC_MAX_RESPONSE;
         break;
     case SF_FRAME_LOAD:
+    case SF_FRAME_FORK:
         if (from_worker)
             return -EPROTO;
         cap = SF_IPC_MAX_CONTROL;

@@ -40,7 +40,9 @@ enum sf_frame_type {
     SF_FRAME_INVOKE = 4,    /* D->W  one invocation                 */
     SF_FRAME_RESPONSE = 5,  /* W->D  the invocation's response      */
     SF_FRAME_VIOLATION = 6, /* W->D  sandbox refused a syscall      */
-    SF_FRAME_TYPE_MAX = 6,
+    SF_FRAME_FORK = 7,      /* D->T  template: fork one instance    */
+    SF_FRAME_FORKED = 8,    /* T->D  result of FORK (+ one fd)      */
+    SF_FRAME_TYPE_MAX = 8,
 };
 
 typedef struct sf_frame_hdr {
@@ -69,6 +71,9 @@ _Static_assert(sizeof(sf_hello_msg) == 8, "hello layout");
 
 /* LOAD flags. */
 #define SF_LOAD_F_NETWORK 0x1u
+/* Become a template: init once, then only fork instances on FORK frames
+ * (docs/pool.md). A template never serves invocations. */
+#define SF_LOAD_F_TEMPLATE 0x2u
 /* The daemon holds the worker to memory_mb with a memory cgroup; the
  * worker's RLIMIT_AS is then a looser backstop (docs/sandbox.md). 0x2 is
  * left for templates (issue 4). */
@@ -86,7 +91,7 @@ typedef struct sf_load_msg {
     uint32_t tmp_mb;
     uint32_t path_len;
     uint32_t env_len;
-    uint32_t reserved;
+    uint32_t max_children; /* templates: live forked instances at most */
 } sf_load_msg;
 _Static_assert(sizeof(sf_load_msg) == 32, "load layout");
 
@@ -113,6 +118,20 @@ typedef struct sf_violation_msg {
     uint32_t arch; /* AUDIT_ARCH_* */
 } sf_violation_msg;
 _Static_assert(sizeof(sf_violation_msg) == 8, "violation layout");
+
+/*
+ * FORK has no payload. The template answers FORKED with this payload and,
+ * when status is 0, exactly two file descriptors in SCM_RIGHTS ancillary
+ * data on the frame's first byte: the daemon's end of the new instance's
+ * socketpair, then the read end of its stdout+stderr pipe. The new instance
+ * then speaks on its own socket and sends LOADED there first (it never
+ * sends HELLO).
+ */
+typedef struct sf_forked_msg {
+    int32_t status; /* 0 or -errno (-EAGAIN: at max_children) */
+    uint32_t pid;   /* the new instance (a child of the template) */
+} sf_forked_msg;
+_Static_assert(sizeof(sf_forked_msg) == 8, "forked layout");
 
 /*
  * A decoded or to-be-encoded invocation. Strings are not owned; on decode

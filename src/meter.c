@@ -236,6 +236,11 @@ sf_meter_class sf_meter_class_of(enum sf_invoke_status st, int fn_rc)
         return SF_MC_REJECTED;
     case SF_INV_OOM:
         return SF_MC_OUT_OF_MEMORY;
+    case SF_INV_THROTTLED:     /* max_queue / queue_timeout_ms: not run */
+    case SF_INV_QUEUE_TIMEOUT:
+        return SF_MC_THROTTLED;
+    case SF_INV_BACKOFF: /* crash-loop backoff: not run */
+        return SF_MC_REJECTED;
     }
     return SF_MC_FUNCTION_ERROR;
 }

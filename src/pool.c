@@ -1,18 +1,24 @@
 /*
- * pool.c - worker processes, their states and the invocation queue
- * (see pool.h).
+ * pool.c - worker processes, their states, the invocation queues and the
+ * per-function pool policy (see pool.h and docs/pool.md).
  *
  * Worker life:  SPAWNING --HELLO--> GENERIC --LOAD--> LOADING --LOADED-->
  *               IDLE <--RESPONSE-- BUSY,  and from any state to DRAINING
- *               (finish, then retire) or DEAD (process gone).
+ *               (finish, then retire) or DEAD (process gone). A template
+ *               goes GENERIC --LOAD(template)--> LOADING --> TEMPLATE and
+ *               never serves; each instance it forks enters at LOADING.
  * A worker serves one function version for its whole life.
  *
  * Dispatch: an invocation goes to an idle instance of its version if one
  * exists and nothing is queued ahead of it; otherwise it joins the version's
- * FIFO. A version with more queued invocations than instances loading gets a
- * generic worker specialized for it; when none is generic, a new worker is
- * spawned (up to max_workers), evicting the least recently used idle
- * instance of another version if the pool is full.
+ * FIFO (bounded by max_queue beyond the capacity max_concurrency leaves, and
+ * by queue_timeout_ms). A version with more queued invocations than instances
+ * on their way gets a new instance: forked from its template, or a generic
+ * worker specialized for it; when none is generic a new worker is spawned
+ * (up to max_workers), evicting the least recently used idle instance of
+ * another version if the pool is full. A one-second tick retires idle
+ * instances above the warm target, keeps min_warm and predicted instances
+ * (in the background, at a bounded spawn rate) and ends crash-loop backoffs.
  */
 #include "pool.h"
 
@@ -35,12 +41,20 @@ typedef enum wstate {
     W_IDLE,
     W_BUSY,
     W_DRAINING,
+    W_TEMPLATE,
     W_DEAD,
     W_NSTATES
 } wstate;
 
 static const char *const wstate_names[W_NSTATES] = {
-    "spawning", "generic", "loading", "idle", "busy", "draining", "dead"};
+    "spawning", "generic", "loading", "idle",
+    "busy",     "draining", "template", "dead"};
+
+#define TICK_MS 1000
+/* Predictive warming: the recent peak loses this share per tick (a half-life
+ * of about 3 s), so it follows a rise at once and forgets it in ~15 s. */
+#define PEAK_DECAY 0.8
+#define BACKOFF_MAX_SHIFT 5 /* 1 s << 5 = 32 s */
 
 typedef struct fnv fnv;
 typedef struct inv inv;
@@ -54,9 +68,27 @@ struct fnv {
     sf_fn_config cfg;
     inv *q_head, *q_tail;
     size_t q_len;
-    unsigned n_loading;
-    unsigned n_workers; /* LOADING, IDLE, BUSY, DRAINING bound to it */
-    bool retired;       /* a newer version exists */
+    /* Instances (not the template) of this version by state. */
+    unsigned n_state[W_NSTATES];
+    worker *idle; /* IDLE instances, most recently idle first */
+    unsigned n_workers; /* every live worker bound to it, template too */
+    unsigned n_carrying; /* LOADING instances already given an invocation */
+    bool retired;       /* a newer version exists, or it was deleted */
+    bool current;       /* provisioned: keep min_warm instances */
+    /* template */
+    bool slow_init;      /* auto mode: a measured init reached threshold */
+    worker *tmpl;        /* loading or ready template, or NULL */
+    bool fork_pending;   /* one FORK in flight at a time (see on_forked) */
+    uint64_t fork_req_us;
+    /* crash loop */
+    uint64_t crash_us[SF_POOL_CRASH_LOOP_N]; /* ring of failure times */
+    unsigned crash_next;
+    unsigned backoff_shift;
+    uint64_t backoff_until_us;
+    /* predictive warming */
+    unsigned peak;       /* highest concurrency seen this tick */
+    double recent;       /* decaying maximum of per-tick peaks */
+    uint64_t last_used_us;
     fnv *next;
 };
 
@@ -83,7 +115,11 @@ struct worker {
     sf_pool *pool;
     uint64_t id;
     wstate state;
-    uv_process_t proc;
+    int pid;
+    uv_process_t proc; /* spawned workers */
+    uv_poll_t pidpoll; /* forked instances: readable when the child exits */
+    bool forked;
+    bool is_template;
     uv_pipe_t ipc;
     uv_pipe_t out; /* the worker's stdout+stderr */
     uv_timer_t timer;
@@ -94,23 +130,30 @@ struct worker {
     validation *val;  /* set for a deploy-validation worker */
     inv *cur;         /* BUSY: the invocation in flight */
     uint64_t load_start_us, init_us;
+    uint64_t ready_us; /* when it became IDLE the first time */
     uint64_t served;
     uint64_t last_used_us;
     kill_reason kill;
-    int pidfd;        /* signals go through it: a recycled pid is never hit */
+    /* Signals go through it, so a recycled pid is never hit; for a forked
+     * instance it is also how its exit is seen (pidpoll). -1 if none. */
+    int pidfd;
     bool oom;         /* the memory cgroup OOM-killed it */
+    uint32_t cg_memory_mb; /* limit last written to its cgroup, 0 = none */
     int violation_nr; /* -1 when none */
     bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
     sf_buf trusted;   /* before the mark: an unfinished worker log line */
     sf_fnlog_stream outs;
     uint32_t violation_arch; /* AUDIT_ARCH_* of violation_nr; 0 = unknown */
-    worker *prev, *next;
+    worker *prev, *next;   /* all live workers */
+    worker *sprev, *snext; /* the pool's list for this state */
+    worker *iprev, *inext; /* fn->idle, while IDLE */
 };
 
 struct sf_pool {
     uv_loop_t *loop;
     sf_pool_config cfg;
     worker *workers;
+    worker *by_state[W_NSTATES]; /* not DEAD; newest first */
     unsigned n_state[W_NSTATES];
     unsigned total; /* live (not DEAD) workers */
     fnv *fns;
@@ -119,6 +162,12 @@ struct sf_pool {
     unsigned generic_seen; /* workers that said HELLO as generic ones */
     bool ready_fired;      /* cfg.on_ready has run */
     bool stopping;
+    uv_timer_t tick;   /* idle retirement, warming, backoff ends */
+    uv_timer_t qtimer; /* the earliest queue deadline */
+    uv_timer_t rtimer; /* spawn-rate refill */
+    int open_handles;  /* of the three timers */
+    double tokens;     /* spawn-rate bucket */
+    uint64_t tokens_us;
 };
 
 typedef struct wwrite {
@@ -130,33 +179,98 @@ static void pump(sf_pool *p, fnv *f);
 static void pump_all(sf_pool *p);
 static void worker_kill(worker *w, kill_reason why);
 static void maybe_spawn(sf_pool *p);
+static void schedule_refill(sf_pool *p);
+static void arm_qtimer(sf_pool *p);
 
 /* ---- states ------------------------------------------------------------- */
 
+#define LIST_UNLINK(head, w, prev, next)                                      \
+    do {                                                                      \
+        if ((w)->prev)                                                        \
+            (w)->prev->next = (w)->next;                                      \
+        else                                                                  \
+            (head) = (w)->next;                                               \
+        if ((w)->next)                                                        \
+            (w)->next->prev = (w)->prev;                                      \
+        (w)->prev = (w)->next = NULL;                                         \
+    } while (0)
+#define LIST_PUSH(head, w, prev, next)                                        \
+    do {                                                                      \
+        (w)->prev = NULL;                                                     \
+        (w)->next = (head);                                                   \
+        if (head)                                                             \
+            (head)->prev = (w);                                               \
+        (head) = (w);                                                         \
+    } while (0)
+
+/* The only place a worker's state changes; keeps all counters and lists
+ * in step (so finding an idle instance or a generic worker is O(1)). */
 static void transition(worker *w, wstate to)
 {
     sf_pool *p = w->pool;
     wstate from = w->state;
+    fnv *f = w->fn;
 
     if (from == to)
         return;
     p->n_state[from]--;
     p->n_state[to]++;
+    LIST_UNLINK(p->by_state[from], w, sprev, snext);
+    if (to != W_DEAD)
+        LIST_PUSH(p->by_state[to], w, sprev, snext);
+    if (f != NULL && !w->is_template) {
+        if (from == W_IDLE)
+            LIST_UNLINK(f->idle, w, iprev, inext);
+        if (to == W_IDLE)
+            LIST_PUSH(f->idle, w, iprev, inext);
+    }
     if (to == W_DEAD)
         p->total--;
-    if (w->fn != NULL) {
-        if (from == W_LOADING)
-            w->fn->n_loading--;
-        if (to == W_LOADING)
-            w->fn->n_loading++;
-        if (to == W_DEAD)
-            w->fn->n_workers--;
+    if (f != NULL) {
+        if (!w->is_template) {
+            f->n_state[from]--;
+            f->n_state[to]++;
+        }
+        if (to == W_DEAD) {
+            f->n_workers--;
+            if (f->tmpl == w) {
+                f->tmpl = NULL;
+                f->fork_pending = false;
+            }
+        }
     }
     w->state = to;
     SF_DEBUG("msg=\"worker state\" instance=%llu pid=%d from=%s to=%s "
-             "function=%s",
-             (unsigned long long)w->id, w->proc.pid, wstate_names[from],
-             wstate_names[to], w->fn ? w->fn->name : "-");
+             "function=%s%s",
+             (unsigned long long)w->id, w->pid, wstate_names[from],
+             wstate_names[to], f ? f->name : "-",
+             w->is_template ? " template=1" : "");
+}
+
+/* Binds w to f (before its LOADING transition). */
+static void bind_fn(worker *w, fnv *f, bool is_template)
+{
+    w->fn = f;
+    w->is_template = is_template;
+    f->n_workers++;
+    if (is_template)
+        f->tmpl = w;
+    else
+        f->n_state[w->state]++;
+}
+
+/* Instances on their way that no invocation has claimed yet. */
+static unsigned n_free_loading(const fnv *f)
+{
+    return f->n_state[W_LOADING] - f->n_carrying +
+           (f->fork_pending ? 1u : 0u);
+}
+
+/* Instances that count against max_concurrency. */
+static unsigned n_live(const fnv *f)
+{
+    return f->n_state[W_LOADING] + f->n_state[W_IDLE] + f->n_state[W_BUSY] +
+           (f->fork_pending ? 1u : 0u);
 }
 
 /* ---- function versions -------------------------------------------------- */
@@ -190,6 +304,7 @@ static fnv *fnv_get(sf_pool *p, const sf_fn_spec *s)
     }
     f->version = s->version;
     f->cfg = s->config;
+    f->last_used_us = sf_mono_us();
     f->next = p->fns;
     p->fns = f;
     return f;
@@ -211,6 +326,59 @@ static void fnv_gc(sf_pool *p, fnv *f)
     free(f);
 }
 
+static bool use_template(const fnv *f)
+{
+    if (f->cfg.template_mode == SF_TEMPLATE_ON)
+        return true;
+    return f->cfg.template_mode == SF_TEMPLATE_AUTO && f->slow_init;
+}
+
+static unsigned predicted(const sf_pool *p, const fnv *f)
+{
+    /* Room for a burst of twice the recent peak; the peak decays to zero
+     * within ~15 idle ticks, so scale to zero still happens. */
+    if (!p->cfg.predictive || f->recent < 0.1)
+        return 0;
+    {
+        double want = 2.0 * f->recent; /* rounded up, without libm */
+        unsigned n = (unsigned)want;
+        return (double)n < want ? n + 1 : n;
+    }
+}
+
+/* Instances f should keep ready: min_warm and the prediction, capped. */
+static unsigned warm_target(const sf_pool *p, const fnv *f)
+{
+    unsigned t = f->cfg.min_warm, pr = predicted(p, f);
+
+    if (!f->current || f->retired)
+        return 0;
+    if (pr > t)
+        t = pr;
+    if (f->cfg.max_concurrency > 0 && t > f->cfg.max_concurrency)
+        t = f->cfg.max_concurrency;
+    return t;
+}
+
+static void note_concurrency(fnv *f)
+{
+    unsigned c = f->n_state[W_BUSY] + (unsigned)f->q_len;
+    if (c > f->peak)
+        f->peak = c;
+    f->last_used_us = sf_mono_us();
+}
+
+static bool in_backoff(const fnv *f, uint64_t now)
+{
+    return f->backoff_until_us > now;
+}
+
+static unsigned backoff_left_s(const fnv *f, uint64_t now)
+{
+    uint64_t left = f->backoff_until_us > now ? f->backoff_until_us - now : 0;
+    return (unsigned)((left + 999999) / 1000000);
+}
+
 static inv *dequeue(fnv *f)
 {
     inv *i = f->q_head;
@@ -230,9 +398,12 @@ static void finish(inv *i, sf_invoke_result *res)
     free(i);
 }
 
-static void fail(inv *i, enum sf_invoke_status st, const char *detail)
+static void fail_retry(inv *i, enum sf_invoke_status st, const char *detail,
+                       unsigned retry_after_s)
 {
-    sf_invoke_result res = {.status = st, .detail = detail};
+    sf_invoke_result res = {.status = st,
+                            .detail = detail,
+                            .retry_after_s = retry_after_s};
     uint64_t now = sf_mono_us();
 
     res.queue_us = (i->dispatch_us ? i->dispatch_us : now) - i->enq_us;
@@ -240,7 +411,69 @@ static void fail(inv *i, enum sf_invoke_status st, const char *detail)
     finish(i, &res);
 }
 
+static void fail(inv *i, enum sf_invoke_status st, const char *detail)
+{
+    fail_retry(i, st, detail, 0);
+}
+
+/*
+ * Counts one instance failure (crash, sandbox kill, failed init) of f. The
+ * Nth within the window starts a backoff: queued invocations fail with
+ * SF_INV_BACKOFF and no instance starts until it ends.
+ */
+static void record_failure(sf_pool *p, fnv *f)
+{
+    uint64_t now = sf_mono_us();
+    uint64_t oldest;
+    unsigned secs;
+    char detail[160];
+    inv *i;
+
+    if (p->stopping)
+        return;
+    f->crash_us[f->crash_next] = now;
+    f->crash_next = (f->crash_next + 1) % SF_POOL_CRASH_LOOP_N;
+    oldest = f->crash_us[f->crash_next]; /* the Nth most recent */
+    if (oldest == 0 ||
+        now - oldest > (uint64_t)SF_POOL_CRASH_LOOP_WINDOW_MS * 1000)
+        return;
+    secs = 1u << f->backoff_shift;
+    if (f->backoff_shift < BACKOFF_MAX_SHIFT)
+        f->backoff_shift++;
+    f->backoff_until_us = now + (uint64_t)secs * 1000000;
+    memset(f->crash_us, 0, sizeof(f->crash_us));
+    SF_WARN("msg=\"function is crash-looping, backing off\" function=%s "
+            "version=%lld failures=%d window_ms=%d backoff_s=%u "
+            "hint=\"see the worker died lines above; fix and redeploy\"",
+            f->name, (long long)f->version, SF_POOL_CRASH_LOOP_N,
+            SF_POOL_CRASH_LOOP_WINDOW_MS, secs);
+    snprintf(detail, sizeof(detail),
+             "instances crashed %d times within %d s; retrying in %u s",
+             SF_POOL_CRASH_LOOP_N, SF_POOL_CRASH_LOOP_WINDOW_MS / 1000, secs);
+    while ((i = dequeue(f)) != NULL)
+        fail_retry(i, SF_INV_BACKOFF, detail, secs);
+}
+
 /* ---- worker handles ----------------------------------------------------- */
+
+static void pool_destroy(sf_pool *p)
+{
+    while (p->fns != NULL) {
+        fnv *f = p->fns;
+        p->fns = f->next;
+        free(f->name);
+        free(f->path);
+        free(f);
+    }
+    free((char *)p->cfg.worker_path);
+    free(p);
+}
+
+static void maybe_destroy(sf_pool *p)
+{
+    if (p->stopping && p->workers == NULL && p->open_handles == 0)
+        pool_destroy(p);
+}
 
 static void on_handle_closed(uv_handle_t *h)
 {
@@ -256,14 +489,16 @@ static void on_handle_closed(uv_handle_t *h)
 
 static void worker_unlink(worker *w)
 {
-    sf_pool *p = w->pool;
-    if (w->prev)
-        w->prev->next = w->next;
-    else
-        p->workers = w->next;
-    if (w->next)
-        w->next->prev = w->prev;
-    w->prev = w->next = NULL;
+    LIST_UNLINK(w->pool->workers, w, prev, next);
+}
+
+/* Counts a new live worker in its initial state (SPAWNING or GENERIC). */
+static void enter_pool(sf_pool *p, worker *w)
+{
+    p->n_state[w->state]++;
+    p->total++;
+    LIST_PUSH(p->workers, w, prev, next);
+    LIST_PUSH(p->by_state[w->state], w, sprev, snext);
 }
 
 static void close_ipc(worker *w)
@@ -273,6 +508,12 @@ static void close_ipc(worker *w)
 }
 
 /* ---- function output ---------------------------------------------------- */
+
+/* The request output is tagged with: the one in flight, if any. */
+static const char *invocation_id(const worker *w)
+{
+    return w->cur != NULL ? w->cur->req->request_id : NULL;
+}
 
 static void on_output(worker *w, const char *data, size_t len);
 
@@ -336,8 +577,7 @@ static void on_output(worker *w, const char *data, size_t len)
     t = (sf_fnlog_tags){.function = w->fn->name,
                         .version = w->fn->version,
                         .instance = w->id,
-                        .request_id = w->cur ? w->cur->req->request_id
-                                             : NULL};
+                        .request_id = invocation_id(w)};
     sf_fnlog_feed(w->pool->cfg.fnlog, &w->outs, &t, data, len);
 }
 
@@ -395,8 +635,7 @@ static void drain_output(worker *w, bool end_of_invocation)
         sf_fnlog_tags t = {.function = w->fn->name,
                            .version = w->fn->version,
                            .instance = w->id,
-                           .request_id =
-                               w->cur ? w->cur->req->request_id : NULL};
+                           .request_id = invocation_id(w)};
         sf_fnlog_stream_flush(w->pool->cfg.fnlog, &w->outs, &t);
     }
 }
@@ -440,7 +679,8 @@ static void violation_detail(worker *w, char *buf, size_t len)
     free(name);
 }
 
-/* Describes how the worker died into buf. */
+/* Describes how the worker died into buf. status < 0: not known (a forked
+ * instance is the template's child, so only the template could wait it). */
 static const char *death_detail(worker *w, int64_t status, int sig, char *buf,
                                 size_t len)
 {
@@ -453,6 +693,8 @@ static const char *death_detail(worker *w, int64_t status, int sig, char *buf,
         violation_detail(w, buf, len);
     else if (sig != 0)
         snprintf(buf, len, "instance killed by %s", signame(sig));
+    else if (status < 0)
+        snprintf(buf, len, "instance died");
     else
         snprintf(buf, len, "instance exited with status %lld",
                  (long long)status);
@@ -475,28 +717,26 @@ static void load_failed(worker *w, const char *reason)
     if (f == NULL)
         return;
     SF_WARN("msg=\"instance failed to initialize\" function=%s version=%lld "
-            "reason=\"%s\"",
-            f->name, (long long)f->version, reason);
-    /* One failed load fails one waiting invocation, so a function whose init
-     * always fails cannot hold its queue forever. */
-    i = dequeue(f);
+            "template=%d reason=\"%s\"",
+            f->name, (long long)f->version, w->is_template, reason);
+    /* One failed load fails one waiting invocation (the one it carried, if
+     * any), so a function whose init always fails cannot hold its queue
+     * forever. */
+    if (w->cur != NULL) {
+        i = w->cur;
+        w->cur = NULL;
+        f->n_carrying--;
+    } else {
+        i = dequeue(f);
+    }
     if (i != NULL)
         fail(i, w->violation_nr >= 0 ? SF_INV_SANDBOX : SF_INV_INIT_FAILED,
              reason);
+    record_failure(w->pool, f);
 }
 
-static void pool_destroy(sf_pool *p)
-{
-    while (p->fns != NULL) {
-        fnv *f = p->fns;
-        p->fns = f->next;
-        free(f->name);
-        free(f->path);
-        free(f);
-    }
-    free((char *)p->cfg.worker_path);
-    free(p);
-}
+/* Retires f's template once it has no instances left to parent. */
+static void maybe_retire_template(sf_pool *p, fnv *f, uint64_t now);
 
 /*
  * libuv may report the exit before the last bytes on the channel were
@@ -539,9 +779,10 @@ static void drain_violation(worker *w)
     sf_buf_consume(&w->rbuf, off);
 }
 
-static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
+/* The process is gone (its exit or pidfd callback already closed that
+ * handle). Fails what it held and lets the pool react. */
+static void worker_gone(worker *w, int64_t status, int sig)
 {
-    worker *w = proc->data;
     sf_pool *p = w->pool;
     wstate was = w->state;
     char detail[160];
@@ -566,20 +807,20 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
     death_detail(w, status, sig, detail, sizeof(detail));
     if (w->kill != KILL_RETIRE && !p->stopping)
         SF_WARN("msg=\"worker died\" instance=%llu pid=%d state=%s "
-                "function=%s request_id=%s detail=\"%s\"",
-                (unsigned long long)w->id, proc->pid, wstate_names[was],
-                f ? f->name : "-", w->cur ? w->cur->req->request_id : "-",
-                detail);
+                "function=%s template=%d request_id=%s detail=\"%s\"",
+                (unsigned long long)w->id, w->pid, wstate_names[was],
+                f ? f->name : "-", w->is_template,
+                w->cur ? w->cur->req->request_id : "-", detail);
     transition(w, W_DEAD);
     worker_unlink(w);
     close_ipc(w);
-    uv_close((uv_handle_t *)&w->proc, on_handle_closed);
     uv_close((uv_handle_t *)&w->timer, on_handle_closed);
 
-    if (was == W_LOADING || was == W_SPAWNING) {
-        if (was == W_LOADING || w->val != NULL)
-            load_failed(w, detail);
-    }
+    if (was == W_LOADING || (was == W_SPAWNING && w->val != NULL))
+        load_failed(w, detail);
+    else if (f != NULL && w->kill != KILL_RETIRE && w->kill != KILL_TIMEOUT &&
+             !p->stopping && w->cur == NULL)
+        record_failure(p, f); /* died idle, or a template died */
     if (w->cur != NULL) {
         inv *i = w->cur;
         enum sf_invoke_status st = SF_INV_CRASHED;
@@ -593,16 +834,47 @@ static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
         else if (w->violation_nr >= 0)
             st = SF_INV_SANDBOX;
         fail(i, st, detail);
+        if ((st == SF_INV_CRASHED || st == SF_INV_SANDBOX) &&
+            w->kill != KILL_RETIRE)
+            record_failure(p, f);
+    }
+    if (w->is_template && f != NULL && !p->stopping) {
+        /* Its children die with it (PDEATHSIG); count that once, as the
+         * template's failure above, not once per child. */
+        for (worker *c = p->workers; c != NULL; c = c->next)
+            if (c->fn == f && c->forked)
+                worker_kill(c, KILL_RETIRE);
     }
     if (p->stopping) {
-        if (p->workers == NULL)
-            pool_destroy(p);
+        maybe_destroy(p);
         return;
     }
-    if (f != NULL)
+    if (f != NULL) {
+        maybe_retire_template(p, f, sf_mono_us());
         fnv_gc(p, f);
-    maybe_spawn(p);
+    }
+    schedule_refill(p);
     pump_all(p);
+}
+
+static void on_exit_cb(uv_process_t *proc, int64_t status, int sig)
+{
+    worker *w = proc->data;
+
+    uv_close((uv_handle_t *)&w->proc, on_handle_closed);
+    worker_gone(w, status, sig);
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events)
+{
+    worker *w = h->data;
+
+    (void)status;
+    (void)events;
+    uv_close((uv_handle_t *)&w->pidpoll, on_handle_closed);
+    close(w->pidfd);
+    w->pidfd = -1;
+    worker_gone(w, -1, 0);
 }
 
 static void worker_kill(worker *w, kill_reason why)
@@ -612,11 +884,13 @@ static void worker_kill(worker *w, kill_reason why)
     if (w->kill == KILL_NONE)
         w->kill = why;
     /* Through the pidfd when we have one: it names this process, not
-     * whatever reuses its pid. */
+     * whatever reuses its pid. A forked instance has nothing else (it is
+     * the template's child, not ours). */
     if (w->pidfd >= 0 &&
         syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0) == 0)
         return;
-    uv_process_kill(&w->proc, SIGKILL);
+    if (!w->forked)
+        uv_process_kill(&w->proc, SIGKILL);
 }
 
 static void retire(worker *w)
@@ -626,13 +900,30 @@ static void retire(worker *w)
     worker_kill(w, KILL_RETIRE);
 }
 
+static void maybe_retire_template(sf_pool *p, fnv *f, uint64_t now)
+{
+    worker *t = f->tmpl;
+
+    if (t == NULL || t->state != W_TEMPLATE || f->fork_pending ||
+        f->n_workers > 1)
+        return;
+    /* Its children die with it (PR_SET_PDEATHSIG), so it goes last. */
+    if (f->retired || p->stopping ||
+        (warm_target(p, f) == 0 && f->q_len == 0 &&
+         now - f->last_used_us >= (uint64_t)f->cfg.idle_timeout_s * 1000000)) {
+        SF_DEBUG("msg=\"retiring template\" instance=%llu function=%s",
+                 (unsigned long long)t->id, f->name);
+        retire(t);
+    }
+}
+
 static void on_timer(uv_timer_t *t)
 {
     worker *w = t->data;
 
     SF_WARN("msg=\"deadline passed, killing instance\" instance=%llu pid=%d "
             "state=%s function=%s request_id=%s",
-            (unsigned long long)w->id, w->proc.pid, wstate_names[w->state],
+            (unsigned long long)w->id, w->pid, wstate_names[w->state],
             w->fn ? w->fn->name : "-",
             w->cur ? w->cur->req->request_id : "-");
     worker_kill(w, KILL_TIMEOUT);
@@ -687,6 +978,7 @@ static void dispatch(worker *w, inv *i)
     sf_fnlog_stream_begin(&w->outs);
     w->cur = i;
     transition(w, W_BUSY);
+    note_concurrency(w->fn);
     r = sf_ipc_encode_invoke(i->req, i->id, &meta, &len);
     if (r == 0)
         r = send_frame(w, meta, len, i->req->body, i->req->body_len);
@@ -700,13 +992,16 @@ static void dispatch(worker *w, inv *i)
     uv_timer_start(&w->timer, on_timer, w->fn->cfg.timeout_ms, 0);
 }
 
-static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
+static int send_load(worker *w, const char *path, const sf_fn_config *cfg,
+                     bool as_template, unsigned max_children)
 {
     sf_load_msg m = {.abi = SOFAAS_ABI_VERSION,
                      .memory_mb = cfg->memory_mb,
                      .timeout_ms = cfg->timeout_ms,
-                     .flags = cfg->network ? SF_LOAD_F_NETWORK : 0,
-                     .tmp_mb = cfg->tmp_mb};
+                     .flags = (cfg->network ? SF_LOAD_F_NETWORK : 0) |
+                              (as_template ? SF_LOAD_F_TEMPLATE : 0),
+                     .tmp_mb = cfg->tmp_mb,
+                     .max_children = max_children};
     char *out;
     size_t len;
     int r;
@@ -714,8 +1009,12 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
     /* With a memory cgroup in force the worker's RLIMIT_AS is only a
      * backstop, so the cgroup (which sees resident memory and reports OOM
      * kills) decides. */
-    if (sf_cgroup_set_memory(w->pool->cfg.cgroup, w->id, cfg->memory_mb) ==
-            0 &&
+    /* Most functions keep the default, which the worker got at spawn: no
+     * cgroup file write on the cold start's path then. */
+    if (cfg->memory_mb != w->cg_memory_mb &&
+        sf_cgroup_set_memory(w->pool->cfg.cgroup, w->id, cfg->memory_mb) == 0)
+        w->cg_memory_mb = cfg->memory_mb;
+    if (cfg->memory_mb == w->cg_memory_mb &&
         sf_cgroup_get_mode(w->pool->cfg.cgroup) != SF_CGROUP_NONE)
         m.flags |= SF_LOAD_F_MEMCG;
     r = sf_ipc_encode_load(&m, path, cfg->env, cfg->env_len, &out, &len);
@@ -726,28 +1025,81 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg)
     return send_frame(w, out, len, NULL, 0);
 }
 
-static void specialize(worker *w, fnv *f)
+/*
+ * Sends the first queued invocation of a just-forked instance before its
+ * LOADED: it reads frames in order, so it serves the invocation as soon as
+ * it is ready, one daemon round trip less per template start. It counts as
+ * dispatched at LOADED. Only for forked instances: they run no init, so all
+ * they write is the invocation's output. A specialized worker's pipe would
+ * carry init's output and the invocation's back to back, with nothing to
+ * tell them apart (function logs tag the two differently).
+ */
+static void predispatch(worker *w)
 {
-    w->fn = f;
-    f->n_workers++;
+    fnv *f = w->fn;
+    char *meta;
+    size_t len;
+    int r;
+
+    if (!w->forked || w->exited || w->cur != NULL || f->q_head == NULL)
+        return;
+    w->cur = dequeue(f);
+    f->n_carrying++;
+    sf_fnlog_stream_begin(&w->outs);
+    r = sf_ipc_encode_invoke(w->cur->req, w->cur->id, &meta, &len);
+    if (r == 0)
+        r = send_frame(w, meta, len, w->cur->req->body,
+                       w->cur->req->body_len);
+    if (r < 0)
+        worker_kill(w, KILL_PROTO);
+}
+
+static void specialize(worker *w, fnv *f, bool as_template)
+{
+    sf_pool *p = w->pool;
+    unsigned maxc = f->cfg.max_concurrency ? f->cfg.max_concurrency
+                                           : p->cfg.max_workers;
+
+    bind_fn(w, f, as_template);
     transition(w, W_LOADING);
-    if (send_load(w, f->path, &f->cfg) < 0)
+    if (send_load(w, f->path, &f->cfg, as_template, maxc) < 0)
         worker_kill(w, KILL_PROTO);
 }
 
 static void start_validation(worker *w)
 {
     transition(w, W_LOADING);
-    if (send_load(w, w->val->path, &w->val->cfg) < 0)
+    if (send_load(w, w->val->path, &w->val->cfg, false, 0) < 0)
         worker_kill(w, KILL_PROTO);
+}
+
+/* Asks f's ready template for one more instance. */
+static int request_fork(fnv *f)
+{
+    char *m = malloc(sizeof(sf_frame_hdr));
+    sf_frame_hdr h = {.type = SF_FRAME_FORK};
+
+    if (m == NULL)
+        return -ENOMEM;
+    memcpy(m, &h, sizeof(h));
+    f->fork_pending = true;
+    f->fork_req_us = sf_mono_us();
+    if (send_frame(f->tmpl, m, sizeof(h), NULL, 0) < 0) {
+        f->fork_pending = false;
+        worker_kill(f->tmpl, KILL_PROTO);
+        return -EPIPE;
+    }
+    return 0;
 }
 
 /* ---- receiving ---------------------------------------------------------- */
 
 static void on_loaded(worker *w, const char *payload, size_t len)
 {
+    sf_pool *p = w->pool;
     int32_t st;
     const char *msg;
+    fnv *f;
 
     uv_timer_stop(&w->timer);
     if (sf_ipc_decode_loaded(payload, len, &st, &msg) < 0) {
@@ -769,18 +1121,40 @@ static void on_loaded(worker *w, const char *payload, size_t len)
         retire(w);
         return;
     }
+    f = w->fn;
     if (st != SF_LOAD_OK) {
         load_failed(w, msg);
         retire(w);
         return;
     }
     SF_DEBUG("msg=\"instance ready\" instance=%llu function=%s version=%lld "
-             "init_us=%llu",
-             (unsigned long long)w->id, w->fn->name,
-             (long long)w->fn->version, (unsigned long long)w->init_us);
-    w->last_used_us = sf_mono_us();
-    transition(w, W_IDLE);
-    pump(w->pool, w->fn);
+             "init_us=%llu forked=%d template=%d",
+             (unsigned long long)w->id, f->name, (long long)f->version,
+             (unsigned long long)w->init_us, w->forked, w->is_template);
+    w->last_used_us = w->ready_us = sf_mono_us();
+    if (!w->is_template && !w->forked &&
+        f->cfg.template_mode == SF_TEMPLATE_AUTO && !f->slow_init &&
+        w->init_us >= (uint64_t)p->cfg.template_threshold_ms * 1000) {
+        f->slow_init = true;
+        SF_INFO("msg=\"slow init, forking further instances from a "
+                "template\" function=%s version=%lld init_us=%llu "
+                "threshold_ms=%u",
+                f->name, (long long)f->version,
+                (unsigned long long)w->init_us, p->cfg.template_threshold_ms);
+    }
+    if (w->is_template) {
+        transition(w, W_TEMPLATE);
+    } else if (w->cur != NULL) {
+        /* It carries an invocation (predispatch) and serves it now. */
+        f->n_carrying--;
+        w->cur->dispatch_us = w->ready_us;
+        transition(w, W_BUSY);
+        note_concurrency(f);
+        uv_timer_start(&w->timer, on_timer, f->cfg.timeout_ms, 0);
+    } else {
+        transition(w, W_IDLE);
+    }
+    pump(p, f);
 }
 
 static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
@@ -800,7 +1174,9 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
     }
     drain_output(w, true);
     w->cur = NULL;
-    res.cold_start = w->served == 0;
+    /* Cold: this invocation waited for the instance to start. A
+     * provisioned (min_warm, predicted) instance was ready before. */
+    res.cold_start = w->served == 0 && w->ready_us > i->enq_us;
     res.init_us = res.cold_start ? w->init_us : 0;
     res.instance_id = w->id;
     res.queue_us = i->dispatch_us - i->enq_us;
@@ -811,6 +1187,7 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
     } else {
         res.status = SF_INV_OK;
         res.resp = &resp;
+        w->fn->backoff_shift = 0; /* it works again */
     }
     w->served++;
     w->last_used_us = now;
@@ -830,11 +1207,117 @@ static void fire_ready(sf_pool *p)
         p->cfg.on_ready(p->cfg.ready_ctx);
 }
 
+static void on_ipc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
+
+/* Adopts the instance a template forked: fd is the daemon's end of its
+ * socketpair (accepted from the template's channel), pid its process. */
+static void adopt_child(worker *t, int pid)
+{
+    sf_pool *p = t->pool;
+    fnv *f = t->fn;
+    worker *w = calloc(1, sizeof(*w));
+    int pidfd = -1, r;
+
+    /* The template reaps children only when it gets the next FORK, which
+     * we send after this: the pid cannot have been recycled yet. */
+    if (pid > 0)
+        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (w == NULL || pidfd < 0) {
+        SF_ERR("msg=\"cannot track forked instance\" function=%s pid=%d "
+               "error=\"%s\"",
+               f->name, pid, w ? strerror(errno) : "out of memory");
+        goto fail;
+    }
+    w->pool = p;
+    w->id = ++p->next_worker_id;
+    w->violation_nr = -1;
+    w->pid = pid;
+    w->pidfd = pidfd;
+    w->forked = true;
+    w->state = W_GENERIC;
+    /* Everything it writes is user code's: it is past init. */
+    w->untrusted = true;
+    uv_pipe_init(p->loop, &w->ipc, 1);
+    w->ipc.data = w;
+    uv_pipe_init(p->loop, &w->out, 0);
+    w->out.data = w;
+    w->open_handles = 2;
+    r = uv_accept((uv_stream_t *)&t->ipc, (uv_stream_t *)&w->ipc);
+    if (r == 0)
+        r = uv_accept((uv_stream_t *)&t->ipc, (uv_stream_t *)&w->out);
+    if (r < 0) {
+        SF_ERR("msg=\"cannot accept forked instance's descriptors\" "
+               "error=%s",
+               uv_strerror(r));
+        uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+        uv_close((uv_handle_t *)&w->out, on_handle_closed);
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        close(pidfd);
+        return;
+    }
+    uv_timer_init(p->loop, &w->timer);
+    w->timer.data = w;
+    uv_poll_init(p->loop, &w->pidpoll, pidfd);
+    w->pidpoll.data = w;
+    w->open_handles = 4;
+    uv_poll_start(&w->pidpoll, UV_READABLE, on_pidfd);
+    /* Its own memory leaf, like a spawned worker (it starts in the
+     * template's, which it shares pages with copy-on-write). */
+    sf_cgroup_add(p->cfg.cgroup, w->id, pid);
+    sf_cgroup_set_memory(p->cfg.cgroup, w->id, f->cfg.memory_mb);
+    enter_pool(p, w);
+    bind_fn(w, f, false);
+    transition(w, W_LOADING);
+    w->load_start_us = f->fork_req_us;
+    uv_timer_start(&w->timer, on_timer, f->cfg.init_timeout_ms, 0);
+    uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
+    uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);
+    predispatch(w);
+    return;
+fail:
+    free(w);
+    if (pidfd >= 0)
+        close(pidfd);
+    else if (pid > 0)
+        kill(pid, SIGKILL); /* still our grandchild: not yet reaped */
+}
+
+static void on_forked(worker *t, const char *payload)
+{
+    sf_pool *p = t->pool;
+    fnv *f = t->fn;
+    sf_forked_msg m;
+
+    memcpy(&m, payload, sizeof(m));
+    f->fork_pending = false;
+    if (m.status != 0) {
+        SF_WARN("msg=\"template could not fork an instance\" function=%s "
+                "error=\"%s\"",
+                f->name, strerror(-m.status));
+        if (uv_pipe_pending_count(&t->ipc) > 0)
+            worker_kill(t, KILL_PROTO);
+        record_failure(p, f);
+        return;
+    }
+    /* Its socket, then its output pipe (both show as UV_NAMED_PIPE). */
+    if (uv_pipe_pending_count(&t->ipc) != 2 ||
+        uv_pipe_pending_type(&t->ipc) != UV_NAMED_PIPE) {
+        SF_WARN("msg=\"FORKED without exactly two descriptors\" "
+                "instance=%llu",
+                (unsigned long long)t->id);
+        worker_kill(t, KILL_PROTO);
+        return;
+    }
+    adopt_child(t, (int)m.pid);
+    pump(p, f);
+}
+
 static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
 {
     switch (h->type) {
     case SF_FRAME_HELLO:
-        if (w->state != W_SPAWNING)
+        if (w->state != W_SPAWNING || w->forked)
             break;
         transition(w, W_GENERIC);
         if (w->val != NULL) {
@@ -855,12 +1338,21 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
             w->cur == NULL || h->id != w->cur->id)
             break;
         on_response(w, h, payload);
-        if (w->state == W_DRAINING && !w->exited)
+        if (w->state == W_DRAINING && !w->exited) {
             retire(w);
-        else if (w->state == W_IDLE && w->fn->retired)
+        } else if (w->state == W_IDLE &&
+                   (w->fn->retired ||
+                    (w->fn->cfg.max_invocations_per_instance > 0 &&
+                     w->served >= w->fn->cfg.max_invocations_per_instance))) {
+            SF_DEBUG("msg=\"recycling instance\" instance=%llu function=%s "
+                     "served=%llu",
+                     (unsigned long long)w->id, w->fn->name,
+                     (unsigned long long)w->served);
             retire(w);
-        else if (w->state == W_IDLE)
             pump(w->pool, w->fn);
+        } else if (w->state == W_IDLE) {
+            pump(w->pool, w->fn);
+        }
         return;
     case SF_FRAME_VIOLATION:
         if (h->len == sizeof(sf_violation_msg)) {
@@ -871,6 +1363,12 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
             return;
         }
         break;
+    case SF_FRAME_FORKED:
+        if (w->state != W_TEMPLATE || !w->fn->fork_pending ||
+            h->len != sizeof(sf_forked_msg))
+            break;
+        on_forked(w, payload);
+        return;
     }
     SF_WARN("msg=\"unexpected frame from worker\" instance=%llu type=%u "
             "state=%s",
@@ -897,7 +1395,8 @@ static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
 
     (void)buf;
     if (n < 0) {
-        /* EOF or error: the process is exiting; on_exit_cb reports it. */
+        /* EOF or error: the process is exiting; its exit callback
+         * reports it. */
         close_ipc(w);
         return;
     }
@@ -920,10 +1419,21 @@ static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         if (w->rbuf.len < need) {
             if (sf_buf_reserve(&w->rbuf, need - w->rbuf.len) < 0)
                 worker_kill(w, KILL_PROTO);
-            return;
+            break;
         }
         on_frame(w, &h, w->rbuf.data + sizeof(h));
         sf_buf_consume(&w->rbuf, need);
+    }
+    /* Only a template with a FORK in flight may pass a descriptor. */
+    if (!uv_is_closing((uv_handle_t *)&w->ipc) &&
+        uv_pipe_pending_count(&w->ipc) > 0 &&
+        !(w->state == W_TEMPLATE && w->fn->fork_pending)) {
+        SF_WARN("msg=\"worker passed an unexpected file descriptor\" "
+                "instance=%llu state=%s",
+                (unsigned long long)w->id, wstate_names[w->state]);
+        close_ipc(w);
+        worker_kill(w, KILL_PROTO);
+        return;
     }
     /* Don't pin a large buffer after one big response. */
     if (w->rbuf.len == 0 && w->rbuf.cap > (1u << 20))
@@ -1014,7 +1524,10 @@ static int spawn_worker(sf_pool *p, validation *val)
     o.stdio_count = 4;
     o.exit_cb = on_exit_cb;
 
-    uv_pipe_init(p->loop, &w->ipc, 0);
+    /* ipc = 1: a worker may become a template, which passes the sockets of
+     * the instances it forks (SCM_RIGHTS); anyone else passing one is a
+     * protocol error (on_ipc_read). */
+    uv_pipe_init(p->loop, &w->ipc, 1);
     w->ipc.data = w;
     uv_timer_init(p->loop, &w->timer);
     w->timer.data = w;
@@ -1042,20 +1555,55 @@ static int spawn_worker(sf_pool *p, validation *val)
         /* uv_spawn failure leaves proc uninitialized: nothing to close. */
         return r;
     }
+    w->pid = w->proc.pid;
     w->open_handles = 4;
     w->pidfd = (int)syscall(SYS_pidfd_open, w->proc.pid, 0);
     sf_cgroup_add(p->cfg.cgroup, w->id, w->proc.pid);
-    p->n_state[W_SPAWNING]++;
-    p->total++;
-    w->next = p->workers;
-    if (p->workers)
-        p->workers->prev = w;
-    p->workers = w;
+    if (sf_cgroup_set_memory(p->cfg.cgroup, w->id, SF_FN_MEMORY_DEFAULT) == 0)
+        w->cg_memory_mb = SF_FN_MEMORY_DEFAULT;
+    enter_pool(p, w);
     uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
     uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);
     SF_DEBUG("msg=\"worker spawned\" instance=%llu pid=%d",
-             (unsigned long long)w->id, w->proc.pid);
+             (unsigned long long)w->id, w->pid);
     return 0;
+}
+
+static void on_rtimer(uv_timer_t *t);
+
+/*
+ * Refills the generic pool a little later rather than now: uv_spawn blocks
+ * the loop until the child has exec'd (~1 ms here), which would sit right on
+ * the path of the cold start that just used a generic worker.
+ */
+#define REFILL_DELAY_MS 5
+static void schedule_refill(sf_pool *p)
+{
+    if (!p->stopping && !uv_is_active((uv_handle_t *)&p->rtimer))
+        uv_timer_start(&p->rtimer, on_rtimer, REFILL_DELAY_MS, 0);
+}
+
+/* Takes one background-spawn token; when none is left, arranges a retry. */
+static bool take_token(sf_pool *p)
+{
+    uint64_t now = sf_mono_us();
+    double burst = p->cfg.generic_min > 8 ? p->cfg.generic_min : 8;
+
+    p->tokens += (double)(now - p->tokens_us) * p->cfg.spawn_rate / 1e6;
+    p->tokens_us = now;
+    if (p->tokens > burst)
+        p->tokens = burst;
+    if (p->tokens >= 1.0) {
+        p->tokens -= 1.0;
+        return true;
+    }
+    if (!uv_is_active((uv_handle_t *)&p->rtimer))
+        uv_timer_start(&p->rtimer, on_rtimer,
+                       (uint64_t)((1.0 - p->tokens) * 1000.0 /
+                                  p->cfg.spawn_rate) +
+                           1,
+                       0);
+    return false;
 }
 
 /* Keeps generic_min generic (or soon generic) workers while room allows. */
@@ -1063,27 +1611,25 @@ static void maybe_spawn(sf_pool *p)
 {
     while (!p->stopping && p->total < p->cfg.max_workers &&
            p->n_state[W_GENERIC] + p->n_state[W_SPAWNING] <
-               p->cfg.generic_min) {
+               p->cfg.generic_min &&
+           take_token(p)) {
         if (spawn_worker(p, NULL) < 0)
             break;
     }
 }
 
-static worker *find_worker(sf_pool *p, wstate st, const fnv *f)
-{
-    for (worker *w = p->workers; w != NULL; w = w->next)
-        if (w->state == st && (f == NULL || w->fn == f))
-            return w;
-    return NULL;
-}
+/* A generic worker, or f's most recently idle instance (LIFO keeps a few
+ * instances hot and lets the rest reach idle_timeout_s). */
+static worker *find_generic(sf_pool *p) { return p->by_state[W_GENERIC]; }
+static worker *find_idle(fnv *f) { return f->idle; }
 
 /* Retires the least recently used idle instance not of f. */
 static bool evict_lru(sf_pool *p, const fnv *f)
 {
     worker *best = NULL;
 
-    for (worker *w = p->workers; w != NULL; w = w->next)
-        if (w->state == W_IDLE && w->fn != f &&
+    for (worker *w = p->by_state[W_IDLE]; w != NULL; w = w->snext)
+        if (w->fn != f &&
             (best == NULL || w->last_used_us < best->last_used_us))
             best = w;
     if (best == NULL)
@@ -1095,35 +1641,86 @@ static bool evict_lru(sf_pool *p, const fnv *f)
     return true;
 }
 
+enum start_result {
+    START_BOUND,   /* an instance of f is on its way (counted in n_live) */
+    START_WAIT,    /* a worker is coming; it will pump when ready */
+    START_NO_ROOM, /* nothing possible now */
+    START_FAILED,  /* could not spawn */
+};
+
+/*
+ * Starts one more instance of f: forked from its template when templates
+ * are on, else a generic worker specialized. urgent (an invocation waits)
+ * may evict another function's idle instance and ignores the spawn rate.
+ */
+static enum start_result start_instance(sf_pool *p, fnv *f, bool urgent)
+{
+    worker *g;
+
+    if (use_template(f) && f->tmpl != NULL) {
+        if (f->tmpl->state != W_TEMPLATE || f->fork_pending)
+            return START_WAIT;
+        if (p->total >= p->cfg.max_workers && (!urgent || !evict_lru(p, f)))
+            return START_NO_ROOM;
+        if (p->total >= p->cfg.max_workers)
+            return START_WAIT; /* the evicted one is dying */
+        return request_fork(f) == 0 ? START_BOUND : START_WAIT;
+    }
+    g = find_generic(p);
+    if (g != NULL) {
+        bool as_template = use_template(f);
+        specialize(g, f, as_template);
+        schedule_refill(p);
+        return as_template ? START_WAIT : START_BOUND;
+    }
+    /* A worker already on its way will find f when it says HELLO. */
+    if (p->n_state[W_SPAWNING] > 0)
+        return START_WAIT;
+    if (p->total >= p->cfg.max_workers) {
+        if (urgent && evict_lru(p, f))
+            return START_WAIT;
+        return START_NO_ROOM;
+    }
+    if (!urgent && !take_token(p))
+        return START_NO_ROOM;
+    return spawn_worker(p, NULL) < 0 ? START_FAILED : START_WAIT;
+}
+
 /* Serves f's queue from idle instances and asks for more if needed. */
 static void pump(sf_pool *p, fnv *f)
 {
+    uint64_t now = sf_mono_us();
+
     if (p->stopping)
         return;
     while (f->q_head != NULL) {
-        worker *w = find_worker(p, W_IDLE, f);
+        worker *w = find_idle(f);
         if (w == NULL)
             break;
         dispatch(w, dequeue(f));
     }
-    while (f->q_len > f->n_loading) {
-        worker *g = find_worker(p, W_GENERIC, NULL);
-        if (g != NULL) {
-            specialize(g, f);
-            maybe_spawn(p);
+    if (in_backoff(f, now))
+        return;
+    /* Waiting invocations beyond the instances on their way. */
+    while (f->q_len > n_free_loading(f)) {
+        enum start_result r;
+
+        if (f->cfg.max_concurrency > 0 && n_live(f) >= f->cfg.max_concurrency)
+            break;
+        r = start_instance(p, f, true);
+        if (r == START_BOUND)
             continue;
-        }
-        /* A worker already on its way will find this queue when ready. */
-        if (p->n_state[W_SPAWNING] > 0)
-            break;
-        if (p->total >= p->cfg.max_workers && !evict_lru(p, f))
-            break;
-        if (p->total < p->cfg.max_workers && spawn_worker(p, NULL) < 0) {
+        if (r == START_FAILED) {
             inv *i = dequeue(f);
             fail(i, SF_INV_UNAVAILABLE, "cannot start a worker process");
             continue;
         }
         break;
+    }
+    /* Keep the warm target (background, rate-limited). */
+    while (n_live(f) < warm_target(p, f) && !in_backoff(f, now)) {
+        if (start_instance(p, f, false) != START_BOUND)
+            break;
     }
 }
 
@@ -1131,12 +1728,111 @@ static void pump_all(sf_pool *p)
 {
     for (fnv *f = p->fns, *next; f != NULL; f = next) {
         next = f->next;
-        if (f->q_len > 0)
-            pump(p, f);
+        pump(p, f);
     }
 }
 
+static void on_rtimer(uv_timer_t *t)
+{
+    sf_pool *p = t->data;
+
+    maybe_spawn(p);
+    pump_all(p);
+}
+
+/* ---- queue deadlines and the tick --------------------------------------- */
+
+static uint64_t queue_deadline(const inv *i)
+{
+    return i->enq_us + (uint64_t)i->fn->cfg.queue_timeout_ms * 1000;
+}
+
+static void on_qtimer(uv_timer_t *t)
+{
+    sf_pool *p = t->data;
+    uint64_t now = sf_mono_us();
+
+    for (fnv *f = p->fns; f != NULL; f = f->next) {
+        char detail[128];
+        if (f->cfg.queue_timeout_ms == 0)
+            continue;
+        snprintf(detail, sizeof(detail),
+                 "waited %u ms for an instance (queue_timeout_ms)",
+                 f->cfg.queue_timeout_ms);
+        while (f->q_head != NULL && queue_deadline(f->q_head) <= now) {
+            SF_INFO("msg=\"queue timeout, consider raising max_concurrency\" "
+                    "function=%s queue_timeout_ms=%u max_concurrency=%u",
+                    f->name, f->cfg.queue_timeout_ms,
+                    f->cfg.max_concurrency);
+            fail_retry(dequeue(f), SF_INV_QUEUE_TIMEOUT, detail, 1);
+        }
+    }
+    arm_qtimer(p);
+}
+
+/* Runs on_qtimer at the earliest deadline of any queue head (queues are
+ * FIFO and a version's timeout is fixed, so heads expire first). */
+static void arm_qtimer(sf_pool *p)
+{
+    uint64_t due = UINT64_MAX, now = sf_mono_us();
+
+    for (fnv *f = p->fns; f != NULL; f = f->next)
+        if (f->q_head != NULL && f->cfg.queue_timeout_ms > 0 &&
+            queue_deadline(f->q_head) < due)
+            due = queue_deadline(f->q_head);
+    if (due == UINT64_MAX) {
+        uv_timer_stop(&p->qtimer);
+        return;
+    }
+    uv_timer_start(&p->qtimer, on_qtimer,
+                   due > now ? (due - now + 999) / 1000 : 0, 0);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    sf_pool *p = t->data;
+    uint64_t now = sf_mono_us();
+
+    for (fnv *f = p->fns; f != NULL; f = f->next) {
+        f->recent = f->recent * PEAK_DECAY;
+        if (f->peak > f->recent)
+            f->recent = f->peak;
+        f->peak = f->n_state[W_BUSY] + (unsigned)f->q_len;
+        if (f->backoff_until_us != 0 && !in_backoff(f, now)) {
+            f->backoff_until_us = 0;
+            SF_INFO("msg=\"backoff over, starting instances again\" "
+                    "function=%s version=%lld",
+                    f->name, (long long)f->version);
+        }
+    }
+    /* Idle instances above their function's warm target retire. */
+    for (worker *w = p->workers, *next; w != NULL; w = next) {
+        fnv *f = w->fn;
+        next = w->next;
+        if (w->state != W_IDLE ||
+            now - w->last_used_us < (uint64_t)f->cfg.idle_timeout_s * 1000000 ||
+            n_live(f) <= warm_target(p, f))
+            continue;
+        SF_DEBUG("msg=\"retiring idle instance\" instance=%llu function=%s "
+                 "idle_timeout_s=%u",
+                 (unsigned long long)w->id, f->name, f->cfg.idle_timeout_s);
+        retire(w);
+    }
+    for (fnv *f = p->fns; f != NULL; f = f->next)
+        maybe_retire_template(p, f, now);
+    maybe_spawn(p);
+    pump_all(p);
+}
+
 /* ---- public ------------------------------------------------------------- */
+
+static void on_pool_timer_closed(uv_handle_t *h)
+{
+    sf_pool *p = h->data;
+
+    p->open_handles--;
+    maybe_destroy(p);
+}
 
 int sf_pool_new(uv_loop_t *loop, const sf_pool_config *cfg, sf_pool **out)
 {
@@ -1153,6 +1849,17 @@ int sf_pool_new(uv_loop_t *loop, const sf_pool_config *cfg, sf_pool **out)
     }
     if (p->cfg.max_workers < p->cfg.generic_min + 1)
         p->cfg.max_workers = p->cfg.generic_min + 1;
+    if (p->cfg.spawn_rate == 0)
+        p->cfg.spawn_rate = SF_POOL_SPAWN_RATE_DEFAULT;
+    if (p->cfg.template_threshold_ms == 0)
+        p->cfg.template_threshold_ms = SF_POOL_TEMPLATE_THRESHOLD_MS;
+    p->tokens = 1.0;
+    p->tokens_us = sf_mono_us();
+    uv_timer_init(loop, &p->tick);
+    uv_timer_init(loop, &p->qtimer);
+    uv_timer_init(loop, &p->rtimer);
+    p->tick.data = p->qtimer.data = p->rtimer.data = p;
+    p->open_handles = 3;
     *out = p;
     return 0;
 }
@@ -1169,6 +1876,7 @@ int sf_pool_start(sf_pool *p)
     }
     if (p->cfg.generic_min == 0)
         fire_ready(p);
+    uv_timer_start(&p->tick, on_tick, TICK_MS, TICK_MS);
     return 0;
 }
 
@@ -1207,6 +1915,7 @@ void sf_pool_foreach_queue(sf_pool *p,
 void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,
                     sf_invoke_cb cb, void *ctx)
 {
+    uint64_t now = sf_mono_us();
     fnv *f;
     inv *i;
 
@@ -1224,16 +1933,43 @@ void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,
         cb(ctx, &res);
         return;
     }
+    f->current = !f->retired;
     i->fn = f;
     i->req = req;
     i->cb = cb;
     i->ctx = ctx;
     i->id = ++p->next_inv_id;
-    i->enq_us = sf_mono_us();
+    i->enq_us = now;
+    if (in_backoff(f, now)) {
+        fail_retry(i, SF_INV_BACKOFF,
+                   "function is crash-looping; instances are not started "
+                   "until the backoff ends",
+                   backoff_left_s(f, now));
+        return;
+    }
     if (f->q_head == NULL) {
-        worker *w = find_worker(p, W_IDLE, f);
+        worker *w = find_idle(f);
         if (w != NULL) {
             dispatch(w, i);
+            return;
+        }
+    }
+    /* Queued beyond what running, loading and startable instances will
+     * take: at most max_queue of those. */
+    if (f->cfg.max_concurrency > 0) {
+        unsigned live = n_live(f);
+        size_t room = n_free_loading(f) +
+                      (live < f->cfg.max_concurrency
+                           ? f->cfg.max_concurrency - live
+                           : 0);
+        if (f->q_len + 1 > room + f->cfg.max_queue) {
+            SF_INFO("msg=\"queue full, consider raising max_concurrency\" "
+                    "function=%s max_concurrency=%u max_queue=%u",
+                    f->name, f->cfg.max_concurrency, f->cfg.max_queue);
+            fail_retry(i, SF_INV_THROTTLED,
+                       "too many concurrent invocations (max_concurrency "
+                       "and max_queue reached)",
+                       1);
             return;
         }
     }
@@ -1243,6 +1979,9 @@ void sf_pool_invoke(sf_pool *p, const sf_fn_spec *s, const sf_invoke *req,
         f->q_head = i;
     f->q_tail = i;
     f->q_len++;
+    note_concurrency(f);
+    if (f->q_head == i)
+        arm_qtimer(p);
     pump(p, f);
 }
 
@@ -1261,11 +2000,11 @@ void sf_pool_validate(sf_pool *p, const sf_fn_spec *s, sf_validate_cb cb,
     v->cb = cb;
     v->ctx = ctx;
     v->cfg = s->config;
-    g = p->stopping ? NULL : find_worker(p, W_GENERIC, NULL);
+    g = p->stopping ? NULL : find_generic(p);
     if (g != NULL) {
         g->val = v;
         start_validation(g);
-        maybe_spawn(p);
+        schedule_refill(p);
         return;
     }
     /* No generic worker free: a dedicated one, outside max_workers, so a
@@ -1282,9 +2021,13 @@ void sf_pool_validate(sf_pool *p, const sf_fn_spec *s, sf_validate_cb cb,
 void sf_pool_retire_function(sf_pool *p, const char *name,
                              int64_t keep_version)
 {
+    uint64_t now = sf_mono_us();
+
     for (fnv *f = p->fns; f != NULL; f = f->next)
-        if (strcmp(f->name, name) == 0 && f->version != keep_version)
+        if (strcmp(f->name, name) == 0 && f->version != keep_version) {
             f->retired = true;
+            f->current = false;
+        }
     for (worker *w = p->workers, *next; w != NULL; w = next) {
         next = w->next;
         if (w->fn == NULL || !w->fn->retired)
@@ -1293,6 +2036,60 @@ void sf_pool_retire_function(sf_pool *p, const char *name,
             retire(w);
         else if (w->state == W_BUSY)
             transition(w, W_DRAINING);
+    }
+    for (fnv *f = p->fns, *next; f != NULL; f = next) {
+        next = f->next;
+        if (f->retired && strcmp(f->name, name) == 0) {
+            maybe_retire_template(p, f, now);
+            fnv_gc(p, f);
+        }
+    }
+}
+
+int sf_pool_provision(sf_pool *p, const sf_fn_spec *s)
+{
+    fnv *f;
+
+    if (p->stopping)
+        return 0;
+    f = fnv_get(p, s);
+    if (f == NULL)
+        return -ENOMEM;
+    f->retired = false;
+    f->current = true;
+    if (f->cfg.min_warm > 0)
+        SF_DEBUG("msg=\"provisioning\" function=%s version=%lld min_warm=%u",
+                 f->name, (long long)f->version, f->cfg.min_warm);
+    pump(p, f);
+    return 0;
+}
+
+void sf_pool_function_stats(sf_pool *p, const char *name,
+                            sf_pool_fn_stats *s)
+{
+    uint64_t now = sf_mono_us();
+
+    memset(s, 0, sizeof(*s));
+    for (fnv *f = p->fns; f != NULL; f = f->next) {
+        if (strcmp(f->name, name) != 0)
+            continue;
+        s->loading += f->n_state[W_LOADING];
+        s->idle += f->n_state[W_IDLE];
+        s->busy += f->n_state[W_BUSY];
+        s->draining += f->n_state[W_DRAINING];
+        s->queued += (unsigned)f->q_len;
+        if (f->tmpl != NULL) {
+            s->templates++;
+            if (f->tmpl->state == W_TEMPLATE)
+                s->template_init_us = f->tmpl->init_us;
+        }
+        if (f->retired)
+            continue;
+        s->warm_target = warm_target(p, f);
+        s->recent_peak = f->recent;
+        s->template_active = use_template(f);
+        if (in_backoff(f, now))
+            s->backoff_ms = (f->backoff_until_us - now) / 1000;
     }
 }
 
@@ -1305,6 +2102,7 @@ void sf_pool_get_stats(sf_pool *p, sf_pool_stats *s)
     s->idle = p->n_state[W_IDLE];
     s->busy = p->n_state[W_BUSY];
     s->draining = p->n_state[W_DRAINING];
+    s->templates = p->n_state[W_TEMPLATE];
     for (fnv *f = p->fns; f != NULL; f = f->next)
         s->queued += (unsigned)f->q_len;
 }
@@ -1316,6 +2114,9 @@ void sf_pool_free(sf_pool *p)
     p->stopping = true;
     /* The fnlog may be freed before the last worker is reaped. */
     p->cfg.fnlog = NULL;
+    uv_close((uv_handle_t *)&p->tick, on_pool_timer_closed);
+    uv_close((uv_handle_t *)&p->qtimer, on_pool_timer_closed);
+    uv_close((uv_handle_t *)&p->rtimer, on_pool_timer_closed);
     for (fnv *f = p->fns; f != NULL; f = f->next) {
         inv *i;
         while ((i = dequeue(f)) != NULL)
@@ -1332,8 +2133,6 @@ void sf_pool_free(sf_pool *p)
         close_ipc(w);
         worker_kill(w, KILL_RETIRE);
     }
-    /* Workers finish dying through on_exit_cb; the last one frees p. The
-     * caller runs the loop until all handles are closed. */
-    if (p->workers == NULL)
-        pool_destroy(p);
+    /* Workers finish dying through their exit callbacks; the last handle
+     * closed frees p. The caller runs the loop until all are closed. */
 }

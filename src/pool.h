@@ -2,7 +2,11 @@
  * pool.h - the worker pool of sofaasd: spawns sofaas-worker processes, keeps
  * generic ones ready, specializes them for a function version on demand,
  * queues invocations when no instance is free, and turns worker deaths and
- * timeouts into invocation results.
+ * timeouts into invocation results. It also applies each function's pool
+ * settings (sf_fn_config: min_warm, max_concurrency, idle_timeout_s,
+ * max_queue, queue_timeout_ms, max_invocations_per_instance, template),
+ * backs off crash-looping functions, warms instances ahead of predicted
+ * demand and forks instances from per-function templates (docs/pool.md).
  *
  * Runs on the daemon's loop thread only. Every worker has one state (enum in
  * pool.c) changed by one transition function that logs each change at debug
@@ -44,7 +48,21 @@ typedef struct sf_pool_config {
     /* Extra worker arguments (sandbox identity, --sandbox=off), NULL-ended;
      * borrowed: must outlive the pool. */
     const char *worker_args[4];
+    /* Background spawns (generic refills, provisioning, warming) per second;
+     * spawns for waiting invocations are not limited. 0 = default (100). */
+    unsigned spawn_rate;
+    bool predictive;           /* warm ahead of the recent peak concurrency */
+    /* template: auto turns templates on for a function whose measured init
+     * took at least this long. 0 = default (SF_POOL_TEMPLATE_THRESHOLD_MS). */
+    unsigned template_threshold_ms;
 } sf_pool_config;
+
+#define SF_POOL_TEMPLATE_THRESHOLD_MS 20
+#define SF_POOL_SPAWN_RATE_DEFAULT 100
+/* Crash loop: this many instance failures within the window put the
+ * function in backoff (1 s, doubling up to 32 s). */
+#define SF_POOL_CRASH_LOOP_N 5
+#define SF_POOL_CRASH_LOOP_WINDOW_MS 10000
 
 /* A function version to run. The pool copies what it keeps. */
 typedef struct sf_fn_spec {
@@ -63,6 +81,9 @@ enum sf_invoke_status {
     SF_INV_SANDBOX,          /* the sandbox refused a syscall */
     SF_INV_UNAVAILABLE,      /* could not spawn, or shutting down */
     SF_INV_OOM,              /* the instance ran out of memory_mb */
+    SF_INV_THROTTLED,        /* queue full (max_queue): retry_after_s set */
+    SF_INV_QUEUE_TIMEOUT,    /* waited queue_timeout_ms: retry_after_s set */
+    SF_INV_BACKOFF,          /* crash-loop backoff: retry_after_s set */
 };
 
 typedef struct sf_invoke_result {
@@ -74,6 +95,7 @@ typedef struct sf_invoke_result {
     uint64_t queue_us;    /* waiting for an instance */
     uint64_t init_us;     /* load + init of the instance, when cold */
     uint64_t duration_us; /* dispatch to last byte of the response */
+    unsigned retry_after_s; /* THROTTLED, QUEUE_TIMEOUT, BACKOFF */
 } sf_invoke_result;
 
 /* Start of the detail of a worker the sandbox stopped; the rest names the
@@ -123,9 +145,32 @@ void sf_pool_set_limits(sf_pool *p, unsigned generic_min,
 /* Log level for workers spawned from now on (SIGHUP). */
 void sf_pool_set_worker_log_level(sf_pool *p, enum sf_log_level level);
 
+/*
+ * Declares fn the current version of its function: creates its pool entry
+ * and starts its min_warm instances (in the background, rate-limited).
+ * Called after a deploy or PATCH and for every live function at start.
+ * Returns 0 or -ENOMEM.
+ */
+int sf_pool_provision(sf_pool *p, const sf_fn_spec *fn);
+
+/* One function's instances (all its versions) and pool state. */
+typedef struct sf_pool_fn_stats {
+    unsigned loading, idle, busy, draining;
+    unsigned templates;   /* 0 or 1 (plus one being retired) */
+    unsigned queued;
+    unsigned warm_target; /* max(min_warm, predicted), capped */
+    double recent_peak;   /* decaying max of concurrency (prediction) */
+    bool template_active; /* new instances are forked from a template */
+    uint64_t backoff_ms;  /* > 0 while in crash-loop backoff */
+    uint64_t template_init_us; /* the template's init time, or 0 */
+} sf_pool_fn_stats;
+/* Fills s (zeroed when the pool knows nothing of name). */
+void sf_pool_function_stats(sf_pool *p, const char *name,
+                            sf_pool_fn_stats *s);
+
 /* Counts for status reporting. */
 typedef struct sf_pool_stats {
-    unsigned spawning, generic, loading, idle, busy, draining;
+    unsigned spawning, generic, loading, idle, busy, draining, templates;
     unsigned queued;
 } sf_pool_stats;
 void sf_pool_get_stats(sf_pool *p, sf_pool_stats *s);

@@ -514,6 +514,9 @@ int main(int argc, char **argv)
     pc.worker_path = worker_path;
     pc.generic_min = d.cfg.pool.generic_min;
     pc.max_workers = d.cfg.pool.max_workers;
+    pc.spawn_rate = d.cfg.pool.spawn_rate;
+    pc.predictive = d.cfg.pool.predictive_warming;
+    pc.template_threshold_ms = d.cfg.pool.template_threshold_ms;
     pc.worker_log_level = d.cfg.log_level;
     for (int i = 0; wargs[i] != NULL; i++)
         pc.worker_args[i] = wargs[i];
@@ -577,6 +580,7 @@ int main(int argc, char **argv)
         SF_ERR("msg=\"cannot start workers\" error=%s", uv_strerror(r));
         goto out;
     }
+    sf_api_provision_all(d.api); /* min_warm survives restarts */
     uv_run(d.loop, UV_RUN_DEFAULT);
     rc = 0;
 

@@ -214,9 +214,13 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
         F_GETFL,      F_SETFL,         F_GETLK,     F_SETLK,
         F_SETLKW,     F_OFD_GETLK,     F_OFD_SETLK, F_OFD_SETLKW,
         F_GETPIPE_SZ, F_SETPIPE_SZ,    F_ADD_SEALS, F_GET_SEALS};
+    /* PR_SET_PDEATHSIG: a template's child dies with its template
+     * (docs/sandbox.md says so for every worker; harmless: it only asks for
+     * a signal to ourselves). */
     static const int prctls[] = {
         PR_SET_NAME,    PR_GET_NAME, PR_GET_DUMPABLE, PR_GET_NO_NEW_PRIVS,
-        PR_GET_SECCOMP, PR_SET_VMA,  PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS};
+        PR_GET_SECCOMP, PR_SET_VMA,  PR_CAPBSET_READ, PR_SET_NO_NEW_PRIVS,
+        PR_SET_PDEATHSIG};
     scmp_filter_ctx ctx = new_ctx(SCMP_ACT_TRAP, err, errlen);
     pid_t self = getpid();
     int r;

@@ -1,6 +1,9 @@
 /*
  * serve.c - the worker's life: HELLO, then LOAD (sandbox, dlopen, ABI check,
  * sofaas_init), then one INVOKE at a time, each answered by one RESPONSE.
+ * A LOAD flagged SF_LOAD_F_TEMPLATE makes the worker a template instead: it
+ * runs init once and then only answers FORK frames, each with a new child
+ * that tightens its own sandbox and serves on its own socket (docs/pool.md).
  *
  * I/O here is plain blocking read/write on the IPC fd: a worker has exactly
  * one peer and one request in flight, so an event loop would only add code
@@ -14,7 +17,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
+#include <sys/wait.h>
+#include <fcntl.h>
 #include <unistd.h>
 
 #include "ipc.h"
@@ -27,6 +35,13 @@ typedef int (*init_fn)(void);
 
 static handle_fn fn_handle;
 static sofaas_response response;
+/* The function's policy, kept for a template's children (they tighten their
+ * own sandbox after the fork). Strings are copies owned for process life. */
+static sf_sandbox_policy policy;
+static uint32_t max_children;
+
+/* do_load's result when the worker became a template. */
+#define SERVE_TEMPLATE 1
 
 static int read_full(int fd, void *buf, size_t len)
 {
@@ -150,7 +165,8 @@ static int do_load(int fd, const char *payload, size_t len)
                               .network = (m.flags & SF_LOAD_F_NETWORK) != 0,
                               .memcg = (m.flags & SF_LOAD_F_MEMCG) != 0,
                               .env = env,
-                              .env_len = m.env_len};
+                              .env_len = m.env_len,
+                              .allow_fork = (m.flags & SF_LOAD_F_TEMPLATE) != 0};
     if (sf_sandbox_load_stage(&pol, dlpath, sizeof(dlpath), &afd, err,
                               sizeof(err)) != 0)
         sandbox_failed(fd, err);
@@ -201,9 +217,159 @@ static int do_load(int fd, const char *payload, size_t len)
             return -ENOEXEC;
         }
     }
+    if (pol.allow_fork) {
+        policy = pol;
+        policy.artifact_path = strdup(path);
+        policy.env = m.env_len ? malloc(m.env_len) : NULL;
+        if (policy.artifact_path == NULL || (m.env_len && !policy.env)) {
+            send_loaded(fd, SF_LOAD_ERR_STATE, "out of memory");
+            return -ENOEXEC;
+        }
+        if (m.env_len)
+            memcpy((char *)policy.env, env, m.env_len);
+        max_children = m.max_children;
+        if (send_loaded(fd, SF_LOAD_OK, "") < 0)
+            return -EPIPE;
+        return SERVE_TEMPLATE;
+    }
     if (sf_sandbox_serve_stage(&pol, err, sizeof(err)) != 0)
         sandbox_failed(fd, err);
     return send_loaded(fd, SF_LOAD_OK, "");
+}
+
+/* Sends FORKED with status, passing fds[0..1] (when fds is not NULL) in
+ * SCM_RIGHTS: the instance's socket, then its output pipe. */
+static int send_forked(int chan, int32_t status, pid_t pid, const int *fds)
+{
+    sf_forked_msg m = {status, (uint32_t)pid};
+    sf_frame_hdr h = {.len = sizeof(m), .type = SF_FRAME_FORKED};
+    struct iovec iov[2] = {{&h, sizeof(h)}, {&m, sizeof(m)}};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } cm;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
+    ssize_t n;
+
+    if (fds != NULL) {
+        struct cmsghdr *c;
+        memset(&cm, 0, sizeof(cm));
+        msg.msg_control = cm.buf;
+        msg.msg_controllen = sizeof(cm.buf);
+        c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(2 * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
+    }
+    do
+        n = sendmsg(chan, &msg, MSG_NOSIGNAL);
+    while (n < 0 && errno == EINTR);
+    if (n < 0)
+        return -errno;
+    /* The rest (rarely any) goes without the fds: they rode the first byte. */
+    if ((size_t)n < sizeof(h) + sizeof(m)) {
+        char all[sizeof(h) + sizeof(m)];
+        memcpy(all, &h, sizeof(h));
+        memcpy(all + sizeof(h), &m, sizeof(m));
+        return send_buf(chan, all + n, sizeof(all) - (size_t)n);
+    }
+    return 0;
+}
+
+/*
+ * The template's loop. Answers each FORK with one child; the daemon sends
+ * the next FORK only after it has handled this FORKED (so it can pidfd_open
+ * the child before the template could reap it: zombies are reaped here, at
+ * the next FORK). Returns 0 in a new child, whose IPC fd is then SF_IPC_FD;
+ * returns < 0 in the template when it must exit (0 exit when the daemon
+ * closed the channel is reported as -EPIPE).
+ */
+static int template_loop(int chan)
+{
+    uint32_t live = 0;
+
+    for (;;) {
+        sf_frame_hdr h;
+        int sv[2], out[2];
+        pid_t pid, self = getpid();
+        int r = read_full(chan, &h, sizeof(h));
+
+        if (r < 0)
+            return r;
+        if (sf_ipc_check_hdr(&h, false) < 0 || h.type != SF_FRAME_FORK ||
+            h.len != 0) {
+            SF_ERR("msg=\"template got a frame other than FORK\" type=%u",
+                   h.type);
+            return -EPROTO;
+        }
+        while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+            live--;
+        if (live >= max_children) {
+            r = send_forked(chan, -EAGAIN, 0, NULL);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+            r = send_forked(chan, -errno, 0, NULL);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        /* Its own stdout+stderr pipe, so the daemon can tell its output
+         * (and which invocation wrote it) from its siblings'. */
+        if (pipe2(out, O_CLOEXEC) < 0) {
+            r = send_forked(chan, -errno, 0, NULL);
+            close(sv[0]);
+            close(sv[1]);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        pid = fork();
+        if (pid == 0) {
+            char err[512];
+            /* Die with the template (which dies with the daemon). The
+             * template outlives its children: the daemon retires it last. */
+            if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != self)
+                _exit(70);
+            /* dup2 drops CLOEXEC and replaces the template's channel. */
+            if (dup2(sv[1], SF_IPC_FD) < 0 || dup2(out[1], 1) < 0 ||
+                dup2(out[1], 2) < 0)
+                _exit(70);
+            close(sv[0]);
+            close(sv[1]);
+            close(out[0]);
+            close(out[1]);
+            policy.allow_fork = false;
+            if (sf_sandbox_serve_stage(&policy, err, sizeof(err)) != 0) {
+                send_loaded(SF_IPC_FD, SF_LOAD_ERR_SANDBOX, err);
+                _exit(70);
+            }
+            if (send_loaded(SF_IPC_FD, SF_LOAD_OK, "") < 0)
+                _exit(0);
+            return 0;
+        }
+        close(sv[1]);
+        close(out[1]);
+        if (pid < 0) {
+            int e = -errno;
+            r = send_forked(chan, e, 0, NULL);
+        } else {
+            int fds[2] = {sv[0], out[0]};
+            live++;
+            /* The daemon's ends are non-blocking (libuv reads them, and
+             * so does its output drain); the child's stay blocking. */
+            fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+            fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
+            r = send_forked(chan, 0, pid, fds);
+        }
+        close(sv[0]);
+        close(out[0]);
+        if (r < 0)
+            return r;
+    }
 }
 
 static int do_invoke(int fd, uint64_t id, const char *payload, size_t len)
@@ -294,6 +460,16 @@ int sf_worker_serve(int fd)
         switch (h.type) {
         case SF_FRAME_LOAD:
             r = do_load(fd, payload, h.len);
+            if (r == SERVE_TEMPLATE) {
+                free(payload);
+                r = template_loop(fd);
+                if (r == -EPIPE)
+                    return 0;
+                if (r < 0)
+                    return 1;
+                /* A new child: serve on SF_IPC_FD (same number as fd). */
+                continue;
+            }
             break;
         case SF_FRAME_INVOKE:
             r = do_invoke(fd, h.id, payload, h.len);

@@ -59,6 +59,7 @@ class Daemon:
         cmd = [SOFAASD, "--listen", "127.0.0.1:%d" % self.port,
                "--state-dir", self.state_dir, "--workers", "2",
                "--log-level", "debug"] + self.args
+        os.makedirs(self.state_dir, exist_ok=True)
         self.logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=self.logf,
                                      stderr=subprocess.STDOUT, env=env)

@@ -157,6 +157,25 @@ static void test_check_hdr(void **state)
     assert_int_equal(sf_ipc_check_hdr(&h, false), -EPROTO);
 }
 
+/* Templates: only the daemon sends FORK, only a worker sends FORKED. */
+static void test_check_hdr_fork_frames(void **state)
+{
+    sf_frame_hdr h = {.type = SF_FRAME_FORK};
+    (void)state;
+
+    assert_int_equal(sf_ipc_check_hdr(&h, false), 0);
+    assert_int_equal(sf_ipc_check_hdr(&h, true), -EPROTO);
+    h.type = SF_FRAME_FORKED;
+    h.len = sizeof(sf_forked_msg);
+    assert_int_equal(sf_ipc_check_hdr(&h, true), 0);
+    assert_int_equal(sf_ipc_check_hdr(&h, false), -EPROTO);
+    h.len = SF_IPC_MAX_CONTROL + 1;
+    assert_int_equal(sf_ipc_check_hdr(&h, true), -EMSGSIZE);
+    h.type = SF_FRAME_TYPE_MAX + 1;
+    h.len = 0;
+    assert_int_equal(sf_ipc_check_hdr(&h, true), -EPROTO);
+}
+
 static void test_response_roundtrip(void **state)
 {
     sf_response in = {.status = 201, .rc = 0, .headers = hdrs,
@@ -233,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_invoke_bad_lengths),
         cmocka_unit_test(test_oversized_encode),
         cmocka_unit_test(test_check_hdr),
+        cmocka_unit_test(test_check_hdr_fork_frames),
         cmocka_unit_test(test_response_roundtrip),
         cmocka_unit_test(test_load_roundtrip),
         cmocka_unit_test(test_loaded_roundtrip),

@@ -1,0 +1,471 @@
+"""Warm-pool manager: provisioned and reserved concurrency, queue bounds,
+idle retirement, recycling, redeploys, crash-loop backoff and templates.
+
+Every test drives the real daemon over HTTP and reads its view of the pool
+from GET /v1/functions/{name} ("instances"). Waits poll for a state with a
+generous deadline; nothing asserts on how long anything took.
+"""
+import json
+import os
+import signal
+import threading
+import time
+
+import requests
+
+from conftest import example
+from conftest import testfn as test_function_path  # noqa: F401
+
+fnpath = test_function_path
+del test_function_path
+
+POLL_DEADLINE = 30  # seconds; only bounds a wait, never asserted on
+
+
+def instances(d, name):
+    r = requests.get(d.url("/v1/functions/" + name), headers=d.headers(),
+                     timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["instances"]
+
+
+def wait_for(pred, what, deadline=POLL_DEADLINE):
+    end = time.time() + deadline
+    last = None
+    while time.time() < end:
+        last = pred()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def wait_instances(d, name, **want):
+    def ok():
+        s = instances(d, name)
+        return s if all(s[k] == v for k, v in want.items()) else None
+    return wait_for(ok, "%s instances %r" % (name, want))
+
+
+def background(fn, *args, **kw):
+    """Runs fn in a thread; returns (thread, box) where box holds result."""
+    box = {}
+
+    def run():
+        try:
+            box["r"] = fn(*args, **kw)
+        except Exception as e:  # surfaced by the test through box
+            box["e"] = e
+    t = threading.Thread(target=run)
+    t.start()
+    return t, box
+
+
+def result(t, box):
+    t.join(60)
+    assert not t.is_alive()
+    if "e" in box:
+        raise box["e"]
+    return box["r"]
+
+
+def no_predict(daemon_factory, *extra):
+    """A daemon whose warm target is min_warm only (no prediction)."""
+    return daemon_factory(args=["--predictive-warming", "off"] + list(extra))
+
+
+def test_warm_invocation_reports_no_cold_start(daemon_factory):
+    daemon = no_predict(daemon_factory)
+    daemon.deploy("hello", example("hello"))
+    first = daemon.invoke("hello", "/")
+    assert first.status_code == 200
+    assert first.headers.get("X-Sofaas-Cold-Start") == "1"
+    inst = first.headers["X-Sofaas-Instance"]
+    second = daemon.invoke("hello", "/")
+    assert second.status_code == 200
+    assert "X-Sofaas-Cold-Start" not in second.headers
+    assert second.headers["X-Sofaas-Instance"] == inst
+
+
+def test_min_warm_ready_after_deploy_and_restart(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("hello", example("hello"), params={"min_warm": "2"})
+    s = wait_instances(d, "hello", idle=2, loading=0)
+    assert s["warm_target"] == 2
+    r = d.invoke("hello", "/")
+    assert r.status_code == 200
+    assert "X-Sofaas-Cold-Start" not in r.headers
+
+    d.restart()
+    wait_instances(d, "hello", idle=2, loading=0)
+    r = d.invoke("hello", "/")
+    assert r.status_code == 200
+    assert "X-Sofaas-Cold-Start" not in r.headers
+
+
+def test_min_warm_via_patch_and_recreated_after_crash(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("crash", fnpath("crash"))
+    assert instances(d, "crash")["idle"] == 0
+    r = requests.patch(d.url("/v1/functions/crash"), json={"min_warm": 1},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    wait_instances(d, "crash", idle=1, loading=0)
+    r = d.invoke("crash", "/crash")
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "function_crashed"
+    # The crashed instance is replaced without any new request.
+    wait_instances(d, "crash", idle=1, loading=0, busy=0)
+    r = d.invoke("crash", "/")
+    assert r.status_code == 200
+    assert "X-Sofaas-Cold-Start" not in r.headers
+
+
+def test_idle_instances_above_min_warm_retire(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("who", fnpath("whoami"),
+             params={"min_warm": "1", "idle_timeout_s": "1"})
+    wait_instances(d, "who", idle=1, loading=0)
+    threads = [background(d.invoke, "who", "/", params={"ms": "400"})
+               for _ in range(3)]
+    pids = {result(*t).text for t in threads}
+    assert len(pids) >= 2  # more instances than min_warm were needed
+    # ...and they retire back down to min_warm, never below.
+    wait_instances(d, "who", idle=1, busy=0, loading=0)
+    time.sleep(1.5)
+    assert instances(d, "who")["idle"] == 1
+
+
+def test_scale_to_zero_and_back(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("hello", example("hello"), params={"idle_timeout_s": "1"})
+    r = d.invoke("hello", "/")
+    assert r.status_code == 200 and r.headers.get("X-Sofaas-Cold-Start") == "1"
+    wait_instances(d, "hello", idle=0, busy=0, loading=0, draining=0)
+    r = d.invoke("hello", "/")
+    assert r.status_code == 200
+    assert r.headers.get("X-Sofaas-Cold-Start") == "1"
+
+
+def test_max_concurrency_is_never_exceeded(daemon_factory):
+    d = daemon_factory(args=["--max-workers", "16"])
+    d.deploy("who", fnpath("whoami"),
+             params={"max_concurrency": "2", "max_queue": "100"})
+    seen = {}
+    lock = threading.Lock()
+    peak = {"busy": 0}
+    stop = threading.Event()
+
+    def client():
+        for _ in range(3):
+            r = d.invoke("who", "/", params={"ms": "100"})
+            assert r.status_code == 200, r.text
+            with lock:
+                seen[r.text.strip()] = r.headers["X-Sofaas-Instance"]
+
+    def watch():
+        while not stop.is_set():
+            s = instances(d, "who")
+            peak["busy"] = max(peak["busy"], s["busy"] + s["loading"])
+            time.sleep(0.02)
+
+    w = threading.Thread(target=watch)
+    w.start()
+    ts = [threading.Thread(target=client) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    stop.set()
+    w.join()
+    assert 1 <= len(seen) <= 2, seen
+    assert peak["busy"] <= 2
+
+
+def test_queue_overflow_gives_429_with_retry_after(daemon_factory):
+    d = daemon_factory()
+    d.deploy("who", fnpath("whoami"),
+             params={"max_concurrency": "1", "max_queue": "1",
+                     "queue_timeout_ms": "60000"})
+    first = background(d.invoke, "who", "/", params={"ms": "1500"})
+    wait_instances(d, "who", busy=1)
+    second = background(d.invoke, "who", "/", params={"ms": "1"})
+    wait_instances(d, "who", queued=1)
+    r = d.invoke("who", "/")
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "throttled"
+    assert int(r.headers["Retry-After"]) >= 1
+    assert result(*first).status_code == 200
+    assert result(*second).status_code == 200
+
+
+def test_queue_timeout_gives_429(daemon_factory):
+    d = daemon_factory()
+    d.deploy("who", fnpath("whoami"),
+             params={"max_concurrency": "1", "max_queue": "10",
+                     "queue_timeout_ms": "200", "timeout_ms": "20000"})
+    first = background(d.invoke, "who", "/", params={"ms": "3000"})
+    wait_instances(d, "who", busy=1)
+    r = d.invoke("who", "/")
+    assert r.status_code == 429
+    assert r.json()["error"]["code"] == "throttled"
+    assert "queue_timeout_ms" in r.json()["error"]["message"]
+    assert int(r.headers["Retry-After"]) >= 1
+    assert result(*first).status_code == 200
+
+
+def test_recycling_after_max_invocations(daemon_factory):
+    daemon = no_predict(daemon_factory)
+    daemon.deploy("who", fnpath("whoami"),
+                  params={"max_invocations_per_instance": "2"})
+    pids = [daemon.invoke("who", "/").text for _ in range(4)]
+    assert pids[0] == pids[1]
+    assert pids[2] == pids[3]
+    assert pids[0] != pids[2]
+
+
+def test_redeploy_switches_versions_without_failing_inflight(daemon):
+    daemon.deploy("fn", fnpath("whoami"))
+    inflight = [background(daemon.invoke, "fn", "/", params={"ms": "1000"})
+                for _ in range(3)]
+    wait_for(lambda: instances(daemon, "fn")["busy"] >= 1, "busy instances")
+    daemon.deploy("fn", fnpath("sleepy"))
+    # New invocations go to the new version at once...
+    r = daemon.invoke("fn", "/")
+    assert r.status_code == 200 and r.text.startswith("slept"), r.text
+    # ...while the old version's in-flight requests complete normally.
+    for t in inflight:
+        r = result(*t)
+        assert r.status_code == 200, r.text
+        assert r.text.strip().isdigit()
+    wait_instances(daemon, "fn", draining=0, busy=0)
+
+
+def test_crash_loop_backoff_503_then_recovers(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("crash", fnpath("crash"))
+    d.deploy("hello", example("hello"))
+    codes = []
+    r = None
+    for _ in range(20):
+        r = d.invoke("crash", "/crash")
+        codes.append(r.status_code)
+        if r.status_code == 503:
+            break
+    assert r.status_code == 503, codes
+    assert codes[:-1] and all(c == 502 for c in codes[:-1])
+    assert r.json()["error"]["code"] == "function_unavailable"
+    retry = int(r.headers["Retry-After"])
+    assert retry >= 1
+    assert instances(d, "crash")["backoff_ms"] > 0
+    # Other functions are unaffected.
+    assert d.invoke("hello", "/").status_code == 200
+    # While backing off, even healthy paths are refused...
+    r = d.invoke("crash", "/")
+    assert r.status_code in (503, 200)
+    # ...and the function recovers by itself.
+    r = wait_for(lambda: (lambda x: x if x.status_code == 200 else None)(
+        d.invoke("crash", "/")), "recovery", deadline=retry + 30)
+    assert r.text == "alive\n"
+    assert instances(d, "crash")["backoff_ms"] == 0
+
+
+def test_template_children_serve_without_rerunning_init(daemon_factory):
+    daemon = no_predict(daemon_factory)
+    daemon.deploy("si", example("slow-init"),
+                  params={"template": "true",
+                          "max_invocations_per_instance": "1"})
+    bodies = []
+    for n in (10, 100, 1000, 10000):
+        r = daemon.invoke("si", "/", params={"n": str(n)})
+        assert r.status_code == 200, r.text
+        assert r.headers.get("X-Sofaas-Cold-Start") == "1"
+        bodies.append(r.json())
+    assert [b["pi"] for b in bodies] == [4, 25, 168, 1229]
+    # One init, in the template; each instance is a different child of it.
+    assert len({b["init_ns"] for b in bodies}) == 1
+    assert len({b["init_pid"] for b in bodies}) == 1
+    assert len({b["pid"] for b in bodies}) == 4
+    assert all(b["pid"] != b["init_pid"] for b in bodies)
+    s = instances(daemon, "si")
+    assert s["template"] == 1 and s["template_active"]
+    assert s["template_init_us"] > 0
+
+
+def test_template_auto_turns_on_after_slow_init(daemon_factory):
+    daemon = no_predict(daemon_factory)
+    daemon.deploy("si", example("slow-init"),
+                  params={"max_invocations_per_instance": "1"})
+    first = daemon.invoke("si", "/").json()
+    # The first instance ran init itself (no template yet).
+    assert first["init_pid"] == first["pid"]
+    assert instances(daemon, "si")["template_active"]
+    later = [daemon.invoke("si", "/").json() for _ in range(3)]
+    assert len({b["init_ns"] for b in later}) == 1
+    assert all(b["init_pid"] != b["pid"] for b in later)
+    assert later[0]["init_ns"] != first["init_ns"]
+
+
+def test_template_off_runs_init_in_every_instance(daemon_factory):
+    daemon = no_predict(daemon_factory)
+    daemon.deploy("si", example("slow-init"),
+                  params={"template": "false",
+                          "max_invocations_per_instance": "1"})
+    bodies = [daemon.invoke("si", "/").json() for _ in range(2)]
+    assert all(b["init_pid"] == b["pid"] for b in bodies)
+    assert instances(daemon, "si")["template"] == 0
+
+
+def test_template_child_crash_is_detected(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("crash", fnpath("crash"), params={"template": "true"})
+    assert d.invoke("crash", "/").status_code == 200
+    r = d.invoke("crash", "/crash")
+    assert r.status_code == 502
+    assert r.json()["error"]["code"] == "function_crashed"
+    r = d.invoke("crash", "/")
+    assert r.status_code == 200
+    assert r.headers.get("X-Sofaas-Cold-Start") == "1"
+
+
+def test_template_min_warm_and_redeploy(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("si", example("slow-init"),
+             params={"template": "true", "min_warm": "2"})
+    wait_instances(d, "si", idle=2, loading=0, template=1)
+    bodies = [d.invoke("si", "/").json() for _ in range(2)]
+    assert all(b["init_pid"] != b["pid"] for b in bodies)
+    d.deploy("si", example("slow-init"))  # same code, new version
+    s = wait_instances(d, "si", idle=2, loading=0, template=1, draining=0)
+    assert s["template"] == 1
+    r = d.invoke("si", "/").json()
+    assert r["init_ns"] != bodies[0]["init_ns"]
+
+
+def test_lru_eviction_under_max_workers(daemon_factory):
+    d = daemon_factory(args=["--workers", "1", "--max-workers", "3",
+                             "--predictive-warming", "off"])
+    names = ["f%d" % i for i in range(5)]
+    for n in names:
+        d.deploy(n, fnpath("whoami"))
+    for _ in range(2):
+        for n in names:
+            r = d.invoke(n, "/")
+            assert r.status_code == 200, r.text
+
+
+def test_function_get_shows_instances_and_settings(daemon):
+    daemon.deploy("hello", example("hello"),
+                  params={"max_concurrency": "3", "idle_timeout_s": "60"})
+    daemon.invoke("hello", "/")
+    r = requests.get(daemon.url("/v1/functions/hello"), timeout=10)
+    body = r.json()
+    assert body["config"]["max_concurrency"] == 3
+    assert body["config"]["idle_timeout_s"] == 60
+    for k in ("loading", "idle", "busy", "draining", "template", "queued",
+              "warm_target", "backoff_ms"):
+        assert k in body["instances"], k
+    assert body["instances"]["idle"] == 1
+    json.dumps(body)
+
+
+def test_predictive_warming_keeps_headroom_and_is_switchable(daemon_factory):
+    for mode in ("on", "off"):
+        d = daemon_factory(args=["--predictive-warming", mode], name=mode)
+        d.deploy("who", fnpath("whoami"), params={"idle_timeout_s": "3600"})
+        ts = [background(d.invoke, "who", "/", params={"ms": "1500"})
+              for _ in range(2)]
+        wait_instances(d, "who", busy=2)
+        for t in ts:
+            assert result(*t).status_code == 200
+        if mode == "on":
+            # Twice the recent peak of 2, kept warm without new requests.
+            s = wait_for(lambda: (lambda s: s if s["warm_target"] >= 3 and
+                                  s["idle"] >= s["warm_target"] else None)(
+                instances(d, "who")), "predicted instances")
+            assert s["recent_peak"] > 0
+        else:
+            time.sleep(2.5)  # a few ticks: nothing beyond what was used
+            s = instances(d, "who")
+            assert s["warm_target"] == 0 and s["idle"] == 2
+        d.stop()
+
+
+def test_instance_passing_a_descriptor_is_killed(daemon):
+    """Only a template with a FORK in flight may pass a descriptor."""
+    daemon.deploy("fdpass", fnpath("fdpass"))
+    assert daemon.invoke("fdpass", "/").status_code == 200
+    r = daemon.invoke("fdpass", "/pass")
+    # A serve-stage seccomp filter may stop the sendmsg itself first.
+    code = r.json()["error"]["code"]
+    assert (r.status_code, code) in ((502, "invalid_response"),
+                                     (500, "sandbox_violation")), r.text
+    if code == "invalid_response":
+        assert "unexpected file descriptor" in daemon.log()
+    assert daemon.invoke("fdpass", "/").status_code == 200
+
+
+def test_template_death_takes_children_and_recovers(daemon_factory):
+    d = no_predict(daemon_factory)
+    d.deploy("si", example("slow-init"), params={"template": "true"})
+    first = d.invoke("si", "/").json()
+    assert first["pid"] != first["init_pid"]
+    os.kill(first["init_pid"], signal.SIGKILL)
+    # The children die with their template; counted as one failure only.
+    wait_instances(d, "si", template=0, idle=0, loading=0)
+    assert instances(d, "si")["backoff_ms"] == 0
+    again = d.invoke("si", "/")
+    assert again.status_code == 200
+    body = again.json()
+    assert body["init_ns"] != first["init_ns"]
+    assert body["pid"] != body["init_pid"]
+
+
+def test_pool_settings_are_validated_naming_the_field(daemon):
+    for params, key in [({"min_warm": "-1"}, "min_warm"),
+                        ({"max_concurrency": "99999"}, "max_concurrency"),
+                        ({"idle_timeout_s": "0"}, "idle_timeout_s"),
+                        ({"max_queue": "x"}, "max_queue"),
+                        ({"template": "maybe"}, "template")]:
+        r = daemon.deploy("fn", example("hello"), params=params, expect=400)
+        assert key in r.json()["error"]["message"], (params, r.text)
+    daemon.deploy("fn", example("hello"))
+    for body, key in [({"min_warm": -1}, "min_warm"),
+                      ({"queue_timeout_ms": "10"}, "queue_timeout_ms"),
+                      ({"max_invocations_per_instance": 1.5},
+                       "max_invocations_per_instance"),
+                      ({"template": 3}, "template")]:
+        r = requests.patch(daemon.url("/v1/functions/fn"), json=body,
+                           headers=daemon.headers(), timeout=10)
+        assert r.status_code == 400, (body, r.text)
+        assert r.json()["error"]["code"] == "invalid_config"
+        assert key in r.json()["error"]["message"], (body, r.text)
+    # Nothing was recorded by the refused requests.
+    assert requests.get(daemon.url("/v1/functions/fn"),
+                        timeout=10).json()["version"] == 1
+
+
+def test_template_instances_output_is_tagged_per_request(daemon_factory):
+    """Each forked instance gets its own output pipe from the template."""
+    d = no_predict(daemon_factory)
+    d.deploy("chatty", fnpath("chatty"),
+             params={"template": "true", "max_invocations_per_instance": "1"})
+    seen = []
+    for n in range(2):
+        rid = "tpl-%d" % n
+        r = d.invoke("chatty", "?n=2", headers={"X-Request-Id": rid})
+        assert r.status_code == 200
+        seen.append(int(r.headers["X-Sofaas-Instance"]))
+        got = requests.get(d.url("/v1/functions/chatty/logs"),
+                           params={"request_id": rid}, headers=d.headers(),
+                           timeout=10).json()["logs"]
+        assert [l["message"] for l in got] == [
+            "out 0 request " + rid, "out 1 request " + rid,
+            "err request " + rid]
+        assert all(l["instance"] == seen[-1] for l in got)
+    assert seen[0] != seen[1]
+    # init ran once, in the template, and is nobody's request's output.
+    alll = requests.get(d.url("/v1/functions/chatty/logs"),
+                        headers=d.headers(), timeout=10).json()["logs"]
+    init = [l for l in alll if l["message"] == "chatty init"]
+    assert len(init) == 1 and init[0]["request_id"] is None
