@@ -99,6 +99,7 @@ struct inv {
     void *ctx;
     uint64_t id;
     uint64_t enq_us, dispatch_us;
+    bool redelivered; /* already moved once off a worker that was gone */
     inv *next;
 };
 
@@ -109,7 +110,18 @@ typedef struct validation {
     sf_fn_config cfg;
 } validation;
 
-typedef enum kill_reason { KILL_NONE, KILL_TIMEOUT, KILL_RETIRE, KILL_PROTO } kill_reason;
+/*
+ * Why the daemon killed a worker. KILL_GONE: its channel broke before an
+ * invocation was fully delivered (the process was already dying), so that
+ * invocation never reached user code and is delivered again elsewhere.
+ */
+typedef enum kill_reason {
+    KILL_NONE,
+    KILL_TIMEOUT,
+    KILL_RETIRE,
+    KILL_PROTO,
+    KILL_GONE
+} kill_reason;
 
 struct worker {
     sf_pool *pool;
@@ -390,6 +402,16 @@ static inv *dequeue(fnv *f)
     f->q_len--;
     i->next = NULL;
     return i;
+}
+
+/* Puts i back at the head of its queue: it keeps its place in line. */
+static void requeue_front(fnv *f, inv *i)
+{
+    i->next = f->q_head;
+    f->q_head = i;
+    if (f->q_tail == NULL)
+        f->q_tail = i;
+    f->q_len++;
 }
 
 static void finish(inv *i, sf_invoke_result *res)
@@ -821,6 +843,15 @@ static void worker_gone(worker *w, int64_t status, int sig)
     else if (f != NULL && w->kill != KILL_RETIRE && w->kill != KILL_TIMEOUT &&
              !p->stopping && w->cur == NULL)
         record_failure(p, f); /* died idle, or a template died */
+    if (w->cur != NULL && w->kill == KILL_GONE && !w->cur->redelivered &&
+        f != NULL && !p->stopping) {
+        /* Never delivered: it goes to the next instance, once. */
+        inv *i = w->cur;
+        w->cur = NULL;
+        i->redelivered = true;
+        i->dispatch_us = 0;
+        requeue_front(f, i);
+    }
     if (w->cur != NULL) {
         inv *i = w->cur;
         enum sf_invoke_status st = SF_INV_CRASHED;
@@ -938,8 +969,10 @@ static void on_wwrite(uv_write_t *req, int status)
 
     free(ww->meta);
     free(ww);
+    /* A failed write means the frame never arrived whole: the worker is
+     * gone (or going), not misbehaving. */
     if (status < 0 && status != UV_ECANCELED && !w->exited)
-        worker_kill(w, KILL_PROTO);
+        worker_kill(w, KILL_GONE);
 }
 
 /* Sends meta (taken) followed by an optional body (borrowed). */
@@ -983,10 +1016,11 @@ static void dispatch(worker *w, inv *i)
     if (r == 0)
         r = send_frame(w, meta, len, i->req->body, i->req->body_len);
     if (r < 0) {
-        SF_ERR("msg=\"cannot send invocation\" instance=%llu request_id=%s "
-               "error=%s",
-               (unsigned long long)w->id, i->req->request_id, uv_strerror(r));
-        worker_kill(w, KILL_PROTO);
+        SF_WARN("msg=\"cannot send invocation, instance is gone; delivering "
+                "it elsewhere\" instance=%llu request_id=%s error=%s",
+                (unsigned long long)w->id, i->req->request_id,
+                uv_strerror(r));
+        worker_kill(w, KILL_GONE);
         return;
     }
     uv_timer_start(&w->timer, on_timer, w->fn->cfg.timeout_ms, 0);
@@ -1396,7 +1430,9 @@ static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
     (void)buf;
     if (n < 0) {
         /* EOF or error: the process is exiting; its exit callback
-         * reports it. */
+         * reports it. Until then nothing may be dispatched to it. */
+        if (w->state == W_IDLE || w->state == W_GENERIC)
+            transition(w, W_DRAINING);
         close_ipc(w);
         return;
     }

@@ -88,15 +88,7 @@ CHAOS_INVOKE = {(502, "function_crashed"), (502, "init_failed"),
 # Documented errors that the request kind should not get, seen because of
 # a daemon bug that has not been fixed yet: counted and printed, not failed.
 # Remove an entry once its bug is fixed, so the soak guards the fix.
-KNOWN_BUGS = {
-    (502, "invalid_response"):
-        "pool.c: an invocation sent to a worker that has just died is "
-        "blamed on the worker as a protocol error (KILL_PROTO): dispatch() "
-        "to an idle worker whose IPC already hit EOF (exit not yet reaped) "
-        "fails with EBADF, or on_wwrite() gets EPIPE; the caller gets 502 "
-        "invalid_response, not function_crashed (and the request never "
-        "reached user code, so it could be retried elsewhere)",
-}
+KNOWN_BUGS = {}
 
 EXPECT = {
     # kind: (success statuses, allowed (status, code) errors)
