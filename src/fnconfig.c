@@ -69,6 +69,7 @@ cJSON *sf_fn_config_to_json(const sf_fn_config *c)
         cJSON_AddNumberToObject(j, ukeys[i].name,
                                 *ufield((sf_fn_config *)c, &ukeys[i]));
     cJSON_AddBoolToObject(j, "network", c->network);
+    cJSON_AddBoolToObject(j, "file_access", c->file_access);
     if (c->template_mode == SF_TEMPLATE_AUTO)
         cJSON_AddStringToObject(j, "template", "auto");
     else
@@ -235,12 +236,17 @@ int sf_fn_config_apply_json(sf_fn_config *c, const cJSON *j, char *err,
                 return -EINVAL;
             }
             *ufield(&n, k) = (uint32_t)d;
-        } else if (strcmp(it->string, "network") == 0) {
+        } else if (strcmp(it->string, "network") == 0 ||
+                   strcmp(it->string, "file_access") == 0) {
             if (!cJSON_IsBool(it)) {
-                snprintf(err, errlen, "network: expected true or false");
+                snprintf(err, errlen, "%s: expected true or false",
+                         it->string);
                 return -EINVAL;
             }
-            n.network = cJSON_IsTrue(it);
+            if (it->string[0] == 'n')
+                n.network = cJSON_IsTrue(it);
+            else
+                n.file_access = cJSON_IsTrue(it);
         } else if (strcmp(it->string, "template") == 0) {
             if (cJSON_IsBool(it))
                 n.template_mode =
@@ -286,6 +292,7 @@ int sf_fn_config_apply_param(sf_fn_config *c, const char *key, size_t klen,
         return 0;
     }
     if ((klen == 7 && strncmp(key, "network", 7) == 0) ||
+        (klen == 11 && strncmp(key, "file_access", 11) == 0) ||
         (klen == 8 && strncmp(key, "template", 8) == 0)) {
         bool t = (vlen == 4 && strncmp(val, "true", 4) == 0) ||
                  (vlen == 1 && val[0] == '1');
@@ -299,6 +306,8 @@ int sf_fn_config_apply_param(sf_fn_config *c, const char *key, size_t klen,
         }
         if (klen == 7)
             c->network = t;
+        else if (klen == 11)
+            c->file_access = t;
         else
             c->template_mode = a ? SF_TEMPLATE_AUTO
                                  : (t ? SF_TEMPLATE_ON : SF_TEMPLATE_OFF);

@@ -50,6 +50,7 @@ typedef struct sf_fn_config {
     uint32_t init_timeout_ms; /* dlopen + sofaas_init; 1..900000 */
     /* sandbox policy */
     bool network;    /* may use the network */
+    bool file_access; /* may open files while serving (else EACCES) */
     uint32_t tmp_mb; /* private tmp quota; 1..4096 */
     char env[SF_FN_ENV_MAX]; /* "K=V\0K=V\0"; the whole environment */
     size_t env_len;

@@ -78,6 +78,8 @@ _Static_assert(sizeof(sf_hello_msg) == 8, "hello layout");
  * worker's RLIMIT_AS is then a looser backstop (docs/sandbox.md). 0x2 is
  * left for templates (issue 4). */
 #define SF_LOAD_F_MEMCG 0x4u
+/* The function may open files while serving (fnconfig file_access). */
+#define SF_LOAD_F_FILES 0x8u
 
 /*
  * LOAD payload: this struct, then path (path_len bytes + NUL), then the env

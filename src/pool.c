@@ -1033,6 +1033,7 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg,
                      .memory_mb = cfg->memory_mb,
                      .timeout_ms = cfg->timeout_ms,
                      .flags = (cfg->network ? SF_LOAD_F_NETWORK : 0) |
+                              (cfg->file_access ? SF_LOAD_F_FILES : 0) |
                               (as_template ? SF_LOAD_F_TEMPLATE : 0),
                      .tmp_mb = cfg->tmp_mb,
                      .max_children = max_children};

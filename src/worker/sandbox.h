@@ -49,6 +49,7 @@ typedef struct sf_sandbox_policy {
     bool memcg;                /* a memory cgroup enforces memory_mb */
     uint32_t tmp_mb;           /* private tmp quota */
     bool network;              /* the function may use the network */
+    bool file_access;          /* may open files while serving */
     bool allow_fork;           /* template only, see above */
     const char *env;           /* "K=V\0K=V\0": the whole environment */
     size_t env_len;

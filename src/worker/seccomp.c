@@ -346,6 +346,30 @@ int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
         ADD(ctx, SCMP_ACT_TRAP, pkey_mprotect, 1,
             SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, PROT_EXEC));
     }
+    if (!o->file_access) {
+        /* No file access once serving unless the function asked for it
+         * (file_access): opening or creating anything fails with EACCES,
+         * as a permission error would, rather than killing the instance,
+         * because libc opens files on its own (e.g. /etc/localtime) and
+         * copes with a refusal. Files opened during init stay usable. */
+        static const char *const fs[] = {
+            "open",     "openat",   "openat2",  "creat",     "mkdir",
+            "mkdirat",  "mknod",    "mknodat",  "unlink",    "unlinkat",
+            "rmdir",    "rename",   "renameat", "renameat2", "link",
+            "linkat",   "symlink",  "symlinkat", "truncate", "chmod",
+            "fchmodat", "chown",    "lchown",   "fchownat",  "utimensat"};
+        for (size_t i = 0; i < sizeof(fs) / sizeof(*fs); i++) {
+            int nr = seccomp_syscall_resolve_name(fs[i]);
+            if (nr == __NR_SCMP_ERROR)
+                continue;
+            r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(EACCES), nr, 0);
+            if (r < 0) {
+                snprintf(err, errlen, "seccomp_rule_add %s: %s", fs[i],
+                         strerror(-r));
+                goto out;
+            }
+        }
+    }
     r = load(ctx, err, errlen);
 out:
     seccomp_release(ctx);

@@ -22,6 +22,7 @@
 typedef struct sf_seccomp_opts {
     bool network;    /* socket/connect/bind for AF_INET, AF_INET6 */
     bool allow_fork; /* template only: clone without CLONE_THREAD */
+    bool file_access; /* serve stage: may open and create files */
 } sf_seccomp_opts;
 
 /*

@@ -163,6 +163,8 @@ static int do_load(int fd, const char *payload, size_t len)
                               .memory_mb = m.memory_mb,
                               .tmp_mb = m.tmp_mb,
                               .network = (m.flags & SF_LOAD_F_NETWORK) != 0,
+                              .file_access =
+                                  (m.flags & SF_LOAD_F_FILES) != 0,
                               .memcg = (m.flags & SF_LOAD_F_MEMCG) != 0,
                               .env = env,
                               .env_len = m.env_len,

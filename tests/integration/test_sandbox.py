@@ -95,9 +95,12 @@ def assert_violation(r, syscall, d):
 
 @pytest.fixture
 def sbd(daemon):
-    """A daemon with hello and the handle-stage hostile function."""
+    """A daemon with hello and the handle-stage hostile function. The
+    hostile function is given file_access so that the layers behind the
+    serve-stage file ban (Landlock, the private /tmp, quotas) are what each
+    attack meets; test_files_are_refused_while_serving covers the ban."""
     daemon.deploy("hello", example("hello"))
-    daemon.deploy("hostile", hostile())
+    deploy_with(daemon, "hostile", hostile(), config={"file_access": True})
     return daemon
 
 
@@ -223,7 +226,8 @@ def test_tmp_is_private_to_the_instance(sbd):
 
 
 def test_filling_tmp_stops_at_the_quota(sbd):
-    deploy_with(sbd, "filler", hostile(), params={"tmp_mb": "2"})
+    deploy_with(sbd, "filler", hostile(),
+                params={"tmp_mb": "2", "file_access": "true"})
     r = sbd.invoke("filler", "?attack=fill_tmp")
     assert r.status_code == 200
     assert r.text.startswith(("refused: ENOSPC", "refused: EFBIG")), r.text
@@ -254,6 +258,29 @@ def test_status_shows_seccomp_and_no_new_privs(sbd):
     assert "\nCapEff:\t0000000000000000\n" in r.text
     if ROOT:
         assert "\nUid:\t65534\t65534\t65534\t65534\n" in r.text
+
+
+def test_files_are_refused_while_serving(daemon):
+    """Without file_access (the default) a serving instance cannot open or
+    create any file, not even in its own /tmp: EACCES, and it keeps
+    serving. With file_access the same calls reach the other layers."""
+    daemon.deploy("hello", example("hello"))
+    daemon.deploy("hostile", hostile())
+    for attack in [attack_path("write_tmp", "x"),
+                   attack_path("read", "/etc/hostname"),
+                   attack_path("status")]:
+        r = daemon.invoke("hostile", attack)
+        assert r.status_code == 200, r.text
+        assert r.text.startswith("refused: EACCES"), (attack, r.text)
+        assert "ESCAPED" not in r.text
+    assert daemon.invoke("hello").text == "Hello from sofaas!\n"
+    r = requests.patch(daemon.url("/v1/functions/hostile"),
+                       data=json.dumps({"file_access": True}))
+    assert r.status_code == 200 and r.json()["config"]["file_access"] is True
+    r = daemon.invoke("hostile", attack_path("write_tmp", "x"))
+    assert r.text == "wrote /tmp/x", r.text
+    r = daemon.invoke("hostile", attack_path("status"))
+    assert "\nSeccomp:\t2\n" in r.text
 
 
 def test_serve_stage_forbids_new_executable_memory(sbd):
@@ -374,7 +401,7 @@ def test_sandbox_off_is_loud_and_unconfined(daemon_factory):
 @pytest.mark.skipif(not ROOT, reason="needs root to switch users")
 def test_worker_user_flag(daemon_factory):
     d = daemon_factory(args=["--worker-user", "12345:12346"])
-    d.deploy("hostile", hostile())
+    deploy_with(d, "hostile", hostile(), config={"file_access": True})
     r = d.invoke("hostile", "?attack=status")
     assert "\nUid:\t12345\t12345\t12345\t12345\n" in r.text
     assert "\nGid:\t12346\t12346\t12346\t12346\n" in r.text

@@ -383,6 +383,8 @@ static void attack(const char *name, const char *arg)
         report[n > 0 ? n : 0] = '\0';
         if (fd >= 0)
             close(fd);
+        else
+            refused("/proc/self/status");
     }
 }
 

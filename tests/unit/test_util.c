@@ -113,6 +113,15 @@ static void test_fnconfig(void **state)
     assert_int_equal(c.memory_mb, 256);
     assert_int_equal(sf_fn_config_apply_param(&c, "network", 7, "maybe", 5,
                                               err, sizeof(err)), -EINVAL);
+    assert_false(c.file_access);
+    assert_int_equal(sf_fn_config_apply_param(&c, "file_access", 11, "true",
+                                              4, err, sizeof(err)), 0);
+    assert_true(c.file_access);
+    j = cJSON_Parse("{\"file_access\":\"yes\"}");
+    assert_int_equal(sf_fn_config_apply_json(&c, j, err, sizeof(err)),
+                     -EINVAL);
+    assert_non_null(strstr(err, "file_access"));
+    cJSON_Delete(j);
     assert_int_equal(sf_fn_config_apply_param(&c, "env", 3, "x", 1, err,
                                               sizeof(err)), -EINVAL);
 }
