@@ -464,6 +464,24 @@ static bool hop_by_hop(const sofaas_header *h)
     return false;
 }
 
+/* Appends the caller's headers (minus hop-by-hop ones) and the blank line
+ * that ends the header block. Returns 0 or -ENOMEM. */
+static int append_headers(sf_buf *out, const sofaas_header *hdrs,
+                          size_t nhdrs)
+{
+    int r = 0;
+
+    for (size_t i = 0; i < nhdrs; i++) {
+        if (hop_by_hop(&hdrs[i]))
+            continue;
+        r |= sf_buf_append(out, hdrs[i].name, hdrs[i].name_len);
+        r |= sf_buf_append(out, ": ", 2);
+        r |= sf_buf_append(out, hdrs[i].value, hdrs[i].value_len);
+        r |= sf_buf_append(out, "\r\n", 2);
+    }
+    return r | sf_buf_append(out, "\r\n", 2);
+}
+
 /*
  * Serializes one response onto c. close_conn adds "Connection: close" and
  * closes once written.
@@ -483,15 +501,7 @@ static void write_response(sf_http_conn *c, int status, const char *req_id,
                        "Content-Length: %zu\r\nX-Request-Id: %s\r\n%s",
                        status, reason(status), body_len, req_id,
                        close_conn ? "Connection: close\r\n" : "");
-    for (size_t i = 0; i < nhdrs; i++) {
-        if (hop_by_hop(&hdrs[i]))
-            continue;
-        r |= sf_buf_append(&out, hdrs[i].name, hdrs[i].name_len);
-        r |= sf_buf_append(&out, ": ", 2);
-        r |= sf_buf_append(&out, hdrs[i].value, hdrs[i].value_len);
-        r |= sf_buf_append(&out, "\r\n", 2);
-    }
-    r |= sf_buf_append(&out, "\r\n", 2);
+    r |= append_headers(&out, hdrs, nhdrs);
     if (!head)
         r |= sf_buf_append(&out, body, body_len);
     if (r != 0) {
@@ -650,15 +660,7 @@ int sf_http_stream_begin(sf_http_req *req, int status,
                                c->srv->draining
                            ? "Connection: close\r\n"
                            : "");
-    for (size_t i = 0; i < nhdrs; i++) {
-        if (hop_by_hop(&hdrs[i]))
-            continue;
-        r |= sf_buf_append(&out, hdrs[i].name, hdrs[i].name_len);
-        r |= sf_buf_append(&out, ": ", 2);
-        r |= sf_buf_append(&out, hdrs[i].value, hdrs[i].value_len);
-        r |= sf_buf_append(&out, "\r\n", 2);
-    }
-    r |= sf_buf_append(&out, "\r\n", 2);
+    r |= append_headers(&out, hdrs, nhdrs);
     if (r != 0 || conn_write(c, out.data, out.len) < 0) {
         if (r != 0)
             sf_buf_free(&out);
