@@ -1073,12 +1073,26 @@ unsigned sf_http_server_connections(const sf_http_server *s)
     return s->nconns;
 }
 
+/* Listens on the bound or adopted listener; reports the port it has. */
+static int start_listening(sf_http_server *s, int *bound_port)
+{
+    struct sockaddr_storage got;
+    int len = sizeof(got);
+    int r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
+
+    if (r < 0)
+        return r;
+    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
+    *bound_port = got.ss_family == AF_INET6
+                      ? ntohs(((struct sockaddr_in6 *)&got)->sin6_port)
+                      : ntohs(((struct sockaddr_in *)&got)->sin_port);
+    return 0;
+}
+
 int sf_http_server_listen(sf_http_server *s, const char *host, int port,
                           int *bound_port)
 {
     struct sockaddr_storage ss;
-    struct sockaddr_storage got;
-    int len = sizeof(got);
     int r;
 
     if (uv_ip4_addr(host, port, (struct sockaddr_in *)&ss) != 0 &&
@@ -1090,21 +1104,11 @@ int sf_http_server_listen(sf_http_server *s, const char *host, int port,
     s->listener.data = s;
     s->listening = true;
     r = uv_tcp_bind(&s->listener, (struct sockaddr *)&ss, 0);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
-    if (r < 0)
-        return r;
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
-    *bound_port = got.ss_family == AF_INET6
-                      ? ntohs(((struct sockaddr_in6 *)&got)->sin6_port)
-                      : ntohs(((struct sockaddr_in *)&got)->sin_port);
-    return 0;
+    return r < 0 ? r : start_listening(s, bound_port);
 }
 
 int sf_http_server_listen_fd(sf_http_server *s, int fd, int *bound_port)
 {
-    struct sockaddr_storage got;
-    int len = sizeof(got);
     int r;
 
     r = uv_tcp_init(s->loop, &s->listener);
@@ -1113,15 +1117,7 @@ int sf_http_server_listen_fd(sf_http_server *s, int fd, int *bound_port)
     s->listener.data = s;
     s->listening = true;
     r = uv_tcp_open(&s->listener, fd);
-    if (r == 0)
-        r = uv_listen((uv_stream_t *)&s->listener, 1024, on_connection);
-    if (r < 0)
-        return r;
-    uv_tcp_getsockname(&s->listener, (struct sockaddr *)&got, &len);
-    *bound_port = got.ss_family == AF_INET6
-                      ? ntohs(((struct sockaddr_in6 *)&got)->sin6_port)
-                      : ntohs(((struct sockaddr_in *)&got)->sin_port);
-    return 0;
+    return r < 0 ? r : start_listening(s, bound_port);
 }
 
 static void on_listener_closed(uv_handle_t *h)
