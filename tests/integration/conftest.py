@@ -51,8 +51,8 @@ class Daemon:
         self.log_path = os.path.join(os.path.dirname(self.state_dir),
                                      os.path.basename(self.state_dir) + ".log")
 
-    def start(self, wait=True):
-        self.port = free_port()
+    def start(self, wait=True, port=None):
+        self.port = port if port is not None else free_port()
         env = dict(os.environ)
         if self.env:
             env.update(self.env)

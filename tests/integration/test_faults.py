@@ -41,10 +41,10 @@ def test_exit_mid_request_names_the_status(daemon):
 
 def test_timeout_kills_a_function_that_ignores_signals(daemon):
     daemon.deploy("faulty", testfn("faulty"), params={"timeout_ms": "300"})
-    t0 = time.time()
+    # The call returning at all (the client gives up after 30 s) shows the
+    # worker that ignores every signal was killed.
     st, code, msg = error_of(daemon.invoke("faulty", "/hang"))
     assert (st, code) == (504, "timeout")
-    assert time.time() - t0 < 30  # it returned at all: the worker was killed
     assert_recovers(daemon)
     # No leftover process: the hanging worker is gone.
     out = subprocess.run(["ps", "-o", "pid=,stat=", "--ppid",
@@ -134,21 +134,10 @@ def test_no_orphans_when_daemon_is_killed(daemon):
                  "Z" not in open("/proc/%s/stat" % k).read().split()[2]]
         time.sleep(0.05)
     assert alive == [], "workers outlived the daemon"
-    # A restarted daemon binds the same port at once.
+    # A restarted daemon binds the same port at once (no TIME_WAIT wait).
     port = daemon.port
     daemon.logf.close()
     daemon.proc = None
-    daemon.start()
-    old = daemon.port
-    assert old  # started on a fresh port by the fixture; now reuse the old one
-    daemon.stop()
-    daemon.port = port
-    import conftest
-    orig = conftest.free_port
-    conftest.free_port = lambda: port
-    try:
-        daemon.start()
-    finally:
-        conftest.free_port = orig
+    daemon.start(port=port)
     assert daemon.port == port
     assert daemon.invoke("hello").text == "Hello from sofaas!\n"
