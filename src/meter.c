@@ -135,28 +135,26 @@ int sf_meter_config_from(const sf_config *cfg, sf_meter_config *out, char *err,
 {
     const sf_config_meter *m = &cfg->meter;
     const sf_config_billing *b = &cfg->billing;
-    char n[4][24];
+    /* config.c has range-checked the numbers; what only the meter can
+     * judge (the mode's meaning, exact decimal prices, the currency label)
+     * goes through sf_meter_config_set. */
     const struct {
         const char *key, *value;
     } kv[] = {
         {"meter.mode", m->mode ? m->mode : "sync"},
-        {"meter.retention_days", n[0]},
-        {"meter.commit_interval_us", n[1]},
-        {"meter.fsync", m->fsync ? "true" : "false"},
-        {"meter.rollup_interval_s", n[2]},
         {"billing.price_per_request",
          b->price_per_request ? b->price_per_request : "0.0000002"},
         {"billing.price_per_gb_second",
          b->price_per_gb_second ? b->price_per_gb_second : "0.0000166667"},
-        {"billing.granularity_ms", n[3]},
         {"billing.currency", b->currency ? b->currency : "USD"},
     };
 
-    snprintf(n[0], sizeof(n[0]), "%u", m->retention_days);
-    snprintf(n[1], sizeof(n[1]), "%u", m->commit_interval_us);
-    snprintf(n[2], sizeof(n[2]), "%u", m->rollup_interval_s);
-    snprintf(n[3], sizeof(n[3]), "%u", b->granularity_ms);
     sf_meter_config_defaults(out);
+    out->retention_days = m->retention_days;
+    out->commit_interval_us = m->commit_interval_us;
+    out->fsync_commits = m->fsync;
+    out->rollup_interval_s = m->rollup_interval_s;
+    out->granularity_ms = b->granularity_ms;
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
         if (sf_meter_config_set(out, kv[i].key, kv[i].value, err, errlen) < 0)
             return -EINVAL;
