@@ -55,6 +55,9 @@ _Static_assert(sizeof(sf_frame_hdr) == 16, "frame header is 16 bytes");
 
 /* RESPONSE header flags. */
 #define SF_RESPONSE_F_OVERFLOW 0x1u /* the function hit the response cap */
+/* Output (stdout/stderr) was waiting in the instance's pipe when it
+ * answered. Without it the daemon has read all of the call's output. */
+#define SF_RESPONSE_F_OUTPUT 0x2u
 
 /* Caps. The invocation body limit (6 MiB) plus room for headers. */
 #define SF_IPC_MAX_INVOKE (7u << 20)

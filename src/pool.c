@@ -153,6 +153,7 @@ struct worker {
     uint32_t cg_memory_mb; /* limit last written to its cgroup, 0 = none */
     int violation_nr; /* -1 when none */
     bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
+    bool out_empty;   /* its last RESPONSE said its output pipe was empty */
     sf_buf trusted;   /* before the mark: an unfinished worker log line */
     sf_fnlog_stream outs;
     uint32_t violation_arch; /* AUDIT_ARCH_* of violation_nr; 0 = unknown */
@@ -638,28 +639,41 @@ static void on_out_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
  * invocation is finished, attributes it to the right request even when the
  * loop would have polled the two fds in the other order.
  */
-static void drain_output(worker *w, bool end_of_invocation)
+static void read_output(worker *w)
 {
     uv_os_fd_t fd;
     char buf[16 << 10];
 
-    if (!uv_is_closing((uv_handle_t *)&w->out) &&
-        uv_fileno((uv_handle_t *)&w->out, &fd) == 0) {
-        for (int i = 0; i < 64; i++) { /* bounded: a writer may keep on */
-            ssize_t n = read(fd, buf, sizeof(buf));
-            if (n <= 0)
-                break;
-            on_output(w, buf, (size_t)n);
-        }
+    if (uv_is_closing((uv_handle_t *)&w->out) ||
+        uv_fileno((uv_handle_t *)&w->out, &fd) != 0)
+        return;
+    for (int i = 0; i < 64; i++) { /* bounded: a writer may keep on */
+        ssize_t n = read(fd, buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        on_output(w, buf, (size_t)n);
     }
-    if (end_of_invocation && w->untrusted && w->fn != NULL &&
-        w->val == NULL && w->pool->cfg.fnlog != NULL) {
+}
+
+/* Ends the current invocation's output: what is left of a line is stored
+ * under its request id. */
+static void end_output(worker *w)
+{
+    if (w->untrusted && w->fn != NULL && w->val == NULL &&
+        w->pool->cfg.fnlog != NULL) {
         sf_fnlog_tags t = {.function = w->fn->name,
                            .version = w->fn->version,
                            .instance = w->id,
                            .request_id = invocation_id(w)};
         sf_fnlog_stream_flush(w->pool->cfg.fnlog, &w->outs, &t);
     }
+}
+
+static void drain_output(worker *w, bool end_of_invocation)
+{
+    read_output(w);
+    if (end_of_invocation)
+        end_output(w);
 }
 
 static const char *signame(int sig)
@@ -975,24 +989,50 @@ static void on_wwrite(uv_write_t *req, int status)
         worker_kill(w, KILL_GONE);
 }
 
-/* Sends meta (taken) followed by an optional body (borrowed). */
+/*
+ * Sends meta (taken) followed by an optional body (borrowed until the
+ * write completes). Written directly when the socket takes it all, which
+ * is the rule for invocations: a queued uv_write would cost an epoll_ctl
+ * when it drains. Only a remainder is queued.
+ */
 static int send_frame(worker *w, char *meta, size_t meta_len,
                       const void *body, size_t body_len)
 {
-    wwrite *ww = malloc(sizeof(*ww));
+    wwrite *ww;
     uv_buf_t b[2];
+    unsigned nb = body_len ? 2 : 1;
     int r;
 
+    b[0] = uv_buf_init(meta, (unsigned int)meta_len);
+    b[1] = uv_buf_init((char *)body, (unsigned int)body_len);
+    r = uv_try_write((uv_stream_t *)&w->ipc, b, nb);
+    if (r >= 0 && (size_t)r == meta_len + body_len) {
+        free(meta);
+        return 0;
+    }
+    if (r < 0 && r != UV_EAGAIN) {
+        free(meta);
+        return r;
+    }
+    /* Skip what went out; the rest is queued in order. */
+    for (size_t done = r > 0 ? (size_t)r : 0; done > 0;) {
+        size_t n = done < b[0].len ? done : b[0].len;
+        b[0].base += n;
+        b[0].len -= n;
+        done -= n;
+        if (b[0].len == 0 && nb == 2) {
+            b[0] = b[1];
+            nb = 1;
+        }
+    }
+    ww = malloc(sizeof(*ww));
     if (ww == NULL) {
         free(meta);
         return -ENOMEM;
     }
     ww->meta = meta;
     ww->req.data = w;
-    b[0] = uv_buf_init(meta, (unsigned int)meta_len);
-    b[1] = uv_buf_init((char *)body, (unsigned int)body_len);
-    r = uv_write(&ww->req, (uv_stream_t *)&w->ipc, b, body_len ? 2 : 1,
-                 on_wwrite);
+    r = uv_write(&ww->req, (uv_stream_t *)&w->ipc, b, nb, on_wwrite);
     if (r < 0) {
         free(meta);
         free(ww);
@@ -1007,7 +1047,12 @@ static void dispatch(worker *w, inv *i)
     int r;
 
     i->dispatch_us = sf_mono_us();
-    drain_output(w, true); /* idle output stays untagged */
+    /* Idle output stays untagged. Skipped when the last RESPONSE said the
+     * pipe was empty: output written since then (a thread of the function
+     * still running) the loop reads as it comes. */
+    if (!w->out_empty)
+        read_output(w);
+    end_output(w);
     sf_fnlog_stream_begin(&w->outs);
     w->cur = i;
     transition(w, W_BUSY);
@@ -1207,7 +1252,12 @@ static void on_response(worker *w, const sf_frame_hdr *h, const char *payload)
         worker_kill(w, KILL_PROTO);
         return;
     }
-    drain_output(w, true);
+    /* A hostile instance can only misattribute its own output with a
+     * wrong flag. */
+    w->out_empty = !(h->flags & SF_RESPONSE_F_OUTPUT);
+    if (!w->out_empty)
+        read_output(w);
+    end_output(w);
     w->cur = NULL;
     /* Cold: this invocation waited for the instance to start. A
      * provisioned (min_warm, predicted) instance was ready before. */

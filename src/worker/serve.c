@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <poll.h>
+#include <sys/ioctl.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -59,6 +61,81 @@ static int read_full(int fd, void *buf, size_t len)
         len -= (size_t)n;
     }
     return 0;
+}
+
+/*
+ * Frames from the daemon arrive through a small input buffer, so a frame
+ * usually costs one read. The wait for input is a poll() for POLLIN, not a
+ * blocking read: a reader blocked in read() on a unix socket is also woken
+ * each time the daemon consumes what this worker wrote (the socket's write
+ * space wake-up), which cost a context switch per invocation for nothing.
+ */
+static char inbuf[16 << 10];
+static size_t in_off, in_len;
+
+static int fill_input(int fd)
+{
+    struct pollfd pfd = {.fd = fd, .events = POLLIN};
+
+    if (in_off == in_len)
+        in_off = in_len = 0;
+    else if (in_off > 0 && in_len == sizeof(inbuf)) {
+        memmove(inbuf, inbuf + in_off, in_len - in_off);
+        in_len -= in_off;
+        in_off = 0;
+    }
+    for (;;) {
+        ssize_t n;
+
+        pfd.revents = 0;
+        if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            return -errno;
+        if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        /* Readable: this read does not block (we are its only reader). */
+        n = read(fd, inbuf + in_len, sizeof(inbuf) - in_len);
+        if (n > 0) {
+            in_len += (size_t)n;
+            return 0;
+        }
+        if (n == 0)
+            return -EPIPE;
+        if (errno != EINTR && errno != EAGAIN)
+            return -errno;
+    }
+}
+
+/* Copies len bytes of the stream into dst: buffered ones first, a large
+ * remainder straight from the socket. */
+static int read_input(int fd, void *dst, size_t len)
+{
+    char *p = dst;
+
+    while (len > 0) {
+        size_t have = in_len - in_off, n;
+
+        if (have == 0) {
+            int r;
+            if (len >= sizeof(inbuf))
+                return read_full(fd, p, len);
+            r = fill_input(fd);
+            if (r < 0)
+                return r;
+            continue;
+        }
+        n = have < len ? have : len;
+        memcpy(p, inbuf + in_off, n);
+        in_off += n;
+        p += n;
+        len -= n;
+    }
+    return 0;
+}
+
+/* A forked child serves on a new socket: nothing buffered is its. */
+static void reset_input(void)
+{
+    in_off = in_len = 0;
 }
 
 static int write_iov(int fd, struct iovec *iov, int cnt)
@@ -295,7 +372,7 @@ static int template_loop(int chan)
         sf_frame_hdr h;
         int sv[2], out[2];
         pid_t pid, self = getpid();
-        int r = read_full(chan, &h, sizeof(h));
+        int r = read_input(chan, &h, sizeof(h));
 
         if (r < 0)
             return r;
@@ -344,6 +421,7 @@ static int template_loop(int chan)
             close(sv[1]);
             close(out[0]);
             close(out[1]);
+            reset_input();
             policy.allow_fork = false;
             if (sf_sandbox_serve_stage(&policy, err, sizeof(err)) != 0) {
                 send_loaded(SF_IPC_FD, SF_LOAD_ERR_SANDBOX, err);
@@ -383,7 +461,7 @@ static int do_invoke(int fd, uint64_t id, const char *payload, size_t len)
     char *meta = NULL;
     size_t meta_len;
     sf_frame_hdr *fh;
-    int rc, r;
+    int rc, r, pending = 0;
 
     if (fn_handle == NULL)
         return -EPROTO;
@@ -417,6 +495,11 @@ static int do_invoke(int fd, uint64_t id, const char *payload, size_t len)
     fh = (sf_frame_hdr *)meta;
     if (response.overflow)
         fh->flags |= SF_RESPONSE_F_OVERFLOW;
+    /* Tells the daemon whether it must read our output pipe before it
+     * closes this invocation's log (it skips two reads when not). Counted
+     * after the flushes above, so nothing this call wrote is missed. */
+    if (ioctl(STDOUT_FILENO, FIONREAD, &pending) != 0 || pending > 0)
+        fh->flags |= SF_RESPONSE_F_OUTPUT;
     {
         struct iovec iov[2] = {{meta, meta_len},
                                {response.body, response.body_len}};
@@ -431,15 +514,16 @@ int sf_worker_serve(int fd)
     sf_hello_msg hello = {SOFAAS_ABI_VERSION, (uint32_t)getpid()};
     sf_frame_hdr fh = {.len = sizeof(hello), .type = SF_FRAME_HELLO};
     struct iovec iov[2] = {{&fh, sizeof(fh)}, {&hello, sizeof(hello)}};
+    char *payload = NULL; /* the current frame's payload */
+    size_t payload_cap = 0;
     int r;
 
     if (write_iov(fd, iov, 2) < 0)
         return 1;
     for (;;) {
         sf_frame_hdr h;
-        char *payload;
 
-        r = read_full(fd, &h, sizeof(h));
+        r = read_input(fd, &h, sizeof(h));
         if (r == -EPIPE)
             return 0; /* daemon closed the channel: retire quietly */
         if (r < 0)
@@ -449,21 +533,27 @@ int sf_worker_serve(int fd)
                    h.type, h.len);
             return 1;
         }
-        /* +1: room for a NUL after the body, as a courtesy to C strings. */
-        payload = malloc((size_t)h.len + 1);
-        if (payload == NULL)
-            return 1;
-        r = read_full(fd, payload, h.len);
-        if (r < 0) {
+        /* +1: room for a NUL after the body, as a courtesy to C strings.
+         * Kept between frames (no allocation per invocation); a buffer
+         * grown by one large body is given back after it. */
+        if ((size_t)h.len + 1 > payload_cap ||
+            (payload_cap > (1u << 20) && (size_t)h.len + 1 <= (64u << 10))) {
+            size_t cap = (size_t)h.len + 1 < (64u << 10) ? (64u << 10)
+                                                         : (size_t)h.len + 1;
             free(payload);
-            return r == -EPIPE ? 0 : 1;
+            payload = malloc(cap);
+            payload_cap = payload ? cap : 0;
+            if (payload == NULL)
+                return 1;
         }
+        r = read_input(fd, payload, h.len);
+        if (r < 0)
+            return r == -EPIPE ? 0 : 1;
         payload[h.len] = '\0';
         switch (h.type) {
         case SF_FRAME_LOAD:
             r = do_load(fd, payload, h.len);
             if (r == SERVE_TEMPLATE) {
-                free(payload);
                 r = template_loop(fd);
                 if (r == -EPIPE)
                     return 0;
@@ -479,7 +569,6 @@ int sf_worker_serve(int fd)
         default:
             r = -EPROTO;
         }
-        free(payload);
         if (r == -ENOEXEC)
             wait_for_eof(fd);
         if (r < 0)
