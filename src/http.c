@@ -374,6 +374,17 @@ static int on_message_complete(llhttp_t *p)
 
 /* ---- writing ------------------------------------------------------------ */
 
+/* A write finished: ends the connection if it was the last one owed. */
+static void write_done(sf_http_conn *c)
+{
+    if (c->close_after_write && c->writes_pending == 0 && !c->closing) {
+        if (c->linger && !c->eof)
+            start_linger(c);
+        else
+            conn_close(c);
+    }
+}
+
 static void on_write(uv_write_t *w, int status)
 {
     write_req *wr = (write_req *)w;
@@ -386,26 +397,41 @@ static void on_write(uv_write_t *w, int status)
         conn_close(c);
         return;
     }
-    if (c->close_after_write && c->writes_pending == 0 && !c->closing) {
-        if (c->linger && !c->eof)
-            start_linger(c);
-        else
-            conn_close(c);
-    }
+    write_done(c);
 }
 
+/*
+ * Writes data (taken). Most responses fit the socket buffer, so it is
+ * first written directly: a queued uv_write would cost an epoll_ctl per
+ * response when it completes (libuv re-arms the watcher on drain). Only
+ * a remainder is queued. Set close_after_write before calling: a write
+ * that completes here may end the connection at once.
+ */
 static int conn_write(sf_http_conn *c, char *data, size_t len)
 {
-    write_req *wr = malloc(sizeof(*wr));
+    write_req *wr;
     uv_buf_t b = uv_buf_init(data, (unsigned int)len);
-    int r;
+    int r = uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
 
+    if (r == (int)len) {
+        free(data);
+        write_done(c);
+        return 0;
+    }
+    if (r < 0 && r != UV_EAGAIN) {
+        free(data);
+        return r;
+    }
+    if (r < 0)
+        r = 0;
+    wr = malloc(sizeof(*wr));
     if (wr == NULL) {
         free(data);
         return -ENOMEM;
     }
     wr->conn = c;
     wr->data = data;
+    b = uv_buf_init(data + r, (unsigned int)(len - (size_t)r));
     r = uv_write(&wr->req, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (r < 0) {
         free(data);
@@ -714,6 +740,8 @@ void sf_http_stream_end(sf_http_req *req)
         req_free(req);
         return;
     }
+    if (!req->keep_alive || c->eof || c->srv->closing || c->srv->draining)
+        c->close_after_write = true;
     {
         char *d = strdup("0\r\n\r\n");
         if (d == NULL || conn_write(c, d, 5) < 0) {
@@ -723,8 +751,6 @@ void sf_http_stream_end(sf_http_req *req)
             return;
         }
     }
-    if (!req->keep_alive || c->eof || c->srv->closing || c->srv->draining)
-        c->close_after_write = true;
     c->active = NULL;
     req_free(req);
     if (!c->closing)
@@ -942,16 +968,20 @@ static void on_conn_timer(uv_timer_t *t)
         conn_close(c);
         break;
     case PHASE_HEADERS:
+        /* Before the answer: once written it starts the linger, which
+         * reads again (maybe at once, inside the call). */
+        uv_read_stop((uv_stream_t *)&c->tcp);
+        c->reading = false;
         refuse_and_close(c, 408, "request_timeout",
                          "request headers not received in time");
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
         break;
     case PHASE_BODY:
-        refuse_and_close(c, 408, "request_timeout",
-                         "request body not received in time");
+        /* Before the answer: once written it starts the linger, which
+         * reads again (maybe at once, inside the call). */
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
+        refuse_and_close(c, 408, "request_timeout",
+                         "request body not received in time");
         break;
     case PHASE_ACTIVE:
         break;
