@@ -7,7 +7,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include "util.h"
 
@@ -71,7 +70,7 @@ static void random_hex(char *out, size_t nbytes)
     unsigned char b[16];
     bool zero = true;
 
-    if (getrandom(b, nbytes, 0) != (ssize_t)nbytes) {
+    if (sf_random_bytes(b, nbytes) != 0) {
         uint64_t t = sf_mono_us() ^ (uint64_t)sf_wall_us();
         for (size_t i = 0; i < nbytes; i++)
             b[i] = (unsigned char)(t >> (8 * (i % 8))) ^ (unsigned char)i;

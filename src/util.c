@@ -22,6 +22,36 @@ int64_t sf_wall_us(void)
     return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/*
+ * Kernel randomness, fetched 4 KiB at a time: ids are minted several per
+ * request, and a getrandom() call each was a tenth of the daemon's system
+ * calls. Bytes are handed out once and never reused; per thread, so no
+ * lock. The process never forks without exec, so no copy is shared.
+ */
+int sf_random_bytes(void *out, size_t n)
+{
+    static __thread unsigned char pool[4096];
+    static __thread size_t left;
+    unsigned char *o = out;
+
+    while (n > 0) {
+        size_t k;
+        if (left == 0) {
+            ssize_t got = getrandom(pool, sizeof(pool), 0);
+            if (got <= 0)
+                return got < 0 ? -errno : -EIO;
+            left = (size_t)got;
+        }
+        k = n < left ? n : left;
+        memcpy(o, pool + sizeof(pool) - left, k);
+        memset(pool + sizeof(pool) - left, 0, k);
+        left -= k;
+        o += k;
+        n -= k;
+    }
+    return 0;
+}
+
 void sf_uuid7(char out[37])
 {
     static const char hex[] = "0123456789abcdef";
@@ -29,9 +59,9 @@ void sf_uuid7(char out[37])
     uint64_t ms = (uint64_t)(sf_wall_us() / 1000);
     size_t o = 0;
 
-    if (getrandom(b + 6, 10, 0) != 10) {
-        /* getrandom on a booted system does not fail for 10 bytes; keep ids
-         * unique anyway by mixing the monotonic clock. */
+    if (sf_random_bytes(b + 6, 10) != 0) {
+        /* getrandom on a booted system does not fail; keep ids unique
+         * anyway by mixing the monotonic clock. */
         uint64_t t = sf_mono_us();
         memcpy(b + 6, &t, 8);
     }

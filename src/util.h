@@ -15,6 +15,9 @@ uint64_t sf_mono_us(void);
 int64_t sf_wall_us(void);
 
 /* Writes a UUIDv7 (RFC 9562) as 36 chars + NUL into out. */
+/* Fills out with n bytes of kernel randomness (buffered: see util.c).
+ * Returns 0 or -errno. */
+int sf_random_bytes(void *out, size_t n);
 void sf_uuid7(char out[37]);
 
 /* Compares without leaking where the first difference is. */
