@@ -2,19 +2,20 @@
  * meter.c - invocation records, billing arithmetic, group commit, retention
  * roll-up and monthly spend for budgets (see meter.h).
  *
- * Group commit: the loop thread prices a record and keeps it in a list that
- * a uv_check handle hands to the writer once per loop iteration (one lock,
- * one wake-up). One writer thread, with its own SQLite connection, takes
- * everything queued -- at most once per commit_interval_us -- inserts it in
- * one transaction and hands the batch back through a uv_async_t, whose
- * callback (loop thread) runs the callbacks that send the HTTP responses.
- * While a commit is in progress new records pile up and go in the next
- * transaction, so batches grow with load and the loop never waits for
- * SQLite. WAL checkpoints run on a third thread with a third connection
- * (PASSIVE: they never block the writer). A writer thread was chosen over
- * a per-loop-iteration commit on the loop thread because checkpoints (which
- * fsync) and roll-up deletes would otherwise stall every connection;
- * bench/meter_overhead.sh measures the cost (docs/metering.md).
+ * Group commit: the loop thread prices a record and keeps it in a list for
+ * the current loop iteration. A uv_check handle (after the iteration's I/O
+ * callbacks) then either commits the list itself and runs the callbacks
+ * that send the HTTP responses (sync mode without fsync: no thread hop, so
+ * the response waits only for an append to the WAL), or hands it to the
+ * writer thread with one lock (async mode, or fsync on: an fsync must not
+ * stall the loop). The writer, with its own SQLite connection, takes
+ * everything queued -- at most once per commit_interval_us -- inserts it
+ * in one transaction and hands the batch back through a uv_async_t. The
+ * writer also runs the retention roll-up; dbmu serializes the two users of
+ * the connection. WAL checkpoints run on a third thread with a third
+ * connection (PASSIVE: they never block a commit), so no commit on the
+ * loop ever includes a checkpoint's fsync. bench/meter_overhead.sh
+ * measures the cost (docs/metering.md).
  *
  * Rows are inserted with INSERT OR IGNORE on the daemon-assigned invocation
  * id (the table's INTEGER PRIMARY KEY, never reused), so replaying a batch
@@ -29,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "buf.h"
 #include "log.h"
 #include "util.h"
 
@@ -276,7 +278,8 @@ struct sf_meter {
     uv_loop_t *loop;
     sf_meter_config cfg;
     sqlite3 *db; /* the writer's connection */
-    sqlite3_stmt *ins;
+    sqlite3_stmt *ins;      /* one row */
+    sqlite3_stmt *ins_wide; /* INSERT_WIDE rows */
 
     pthread_t thread;
     bool thread_started;
@@ -287,12 +290,19 @@ struct sf_meter {
     bool ck_started, ck_wanted;
     pthread_cond_t ckcv;
     uint64_t checkpoints;
+    int ck_next_pages; /* writer thread: WAL size that asks for the next */
+    int ck_last_pages; /* writer thread: WAL size after the last commit */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rec *local_head, *local_tail; /* this loop iteration's (loop only) */
     rec *pend_head, *pend_tail;   /* loop -> writer */
     rec *done_head, *done_tail;   /* writer -> loop */
     bool stopping;
+    bool writer_idle; /* the writer waits for rows (not for its interval) */
+    /* Serializes use of db between the loop (inline commits, sync mode)
+     * and the writer thread (async batches, roll-up). */
+    pthread_mutex_t dbmu;
+    bool inline_commit; /* sync without fsync: the loop commits itself */
     uv_async_t async;
     uv_check_t check;
 
@@ -310,8 +320,12 @@ static const char insert_sql[] =
     " version, tenant, start_us, queue_us, duration_us, init_us, cold_start,"
     " instance_id, status, http_status, bytes_in, bytes_out, memory_mb,"
     " billed, billed_ms, cost_pico, price_request_pico,"
-    " price_gb_second_pico, granularity_ms, currency)"
-    " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    " price_gb_second_pico, granularity_ms, currency) VALUES ";
+static const char insert_row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+#define INSERT_COLS 23
+/* Rows per statement of the wide insert: one statement step per
+ * INSERT_WIDE rows instead of per row (measured in bench/meter_overhead.sh). */
+#define INSERT_WIDE 16
 
 static int exec(sqlite3 *db, const char *sql)
 {
@@ -440,7 +454,15 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int pages)
 
     (void)db;
     (void)name;
-    if (pages >= CHECKPOINT_PAGES) {
+    /* Once per CHECKPOINT_PAGES new frames, not at every commit past the
+     * threshold: while commits keep coming a PASSIVE checkpoint cannot
+     * reset the log, so "past the threshold" stays true and asking each
+     * time ran one checkpoint (with its fsyncs) per few commits. */
+    if (pages < m->ck_last_pages)
+        m->ck_next_pages = CHECKPOINT_PAGES; /* the log was reset */
+    m->ck_last_pages = pages;
+    if (pages >= m->ck_next_pages) {
+        m->ck_next_pages = pages + CHECKPOINT_PAGES;
         pthread_mutex_lock(&m->mu);
         m->ck_wanted = true;
         pthread_cond_signal(&m->ckcv);
@@ -478,10 +500,10 @@ static void *checkpointer_main(void *arg)
 
 /* ---- writer thread ------------------------------------------------------ */
 
-static int bind_rec(sqlite3_stmt *st, const rec *r, const sf_meter_config *c)
+/* Binds r to parameters i.. of st. Returns the next parameter index. */
+static int bind_rec(sqlite3_stmt *st, int i, const rec *r,
+                    const sf_meter_config *c)
 {
-    int i = 1;
-
     sqlite3_bind_int64(st, i++, r->id);
     sqlite3_bind_text(st, i++, r->request_id, -1, SQLITE_STATIC);
     sqlite3_bind_text(st, i++, r->function, -1, SQLITE_STATIC);
@@ -508,29 +530,74 @@ static int bind_rec(sqlite3_stmt *st, const rec *r, const sf_meter_config *c)
     sqlite3_bind_int64(st, i++, c->price_per_gb_second_pico);
     sqlite3_bind_int(st, i++, (int)c->granularity_ms);
     sqlite3_bind_text(st, i++, c->currency, -1, SQLITE_STATIC);
-    return sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    return i;
 }
 
-/* Inserts a batch in one transaction. Writer thread. Returns 0 or -EIO. */
+/* Runs st once over the n rows from *p on, advancing *p. */
+static int insert_rows(sf_meter *m, sqlite3_stmt *st, rec **p, int n)
+{
+    int i = 1, r;
+    rec *first = *p;
+
+    for (int k = 0; k < n; k++, *p = (*p)->next)
+        i = bind_rec(st, i, *p, &m->cfg);
+    r = sqlite3_step(st) == SQLITE_DONE ? 0 : -EIO;
+    if (r < 0)
+        SF_ERR("msg=\"cannot record invocations\" rows=%d "
+               "first_request_id=%s error=\"%s\"",
+               n, first->request_id, sqlite3_errmsg(m->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return r;
+}
+
+/* Inserts a batch in one transaction, INSERT_WIDE rows per statement
+ * while that many are left. Writer thread. Returns 0 or -EIO. */
 static int write_batch(sf_meter *m, rec *head)
 {
-    int r = 0;
+    int r = 0, left = 0;
+    rec *p = head;
 
+    for (rec *q = head; q != NULL; q = q->next)
+        left++;
     if (exec(m->db, "BEGIN IMMEDIATE") < 0)
         return -EIO;
-    for (rec *p = head; p != NULL && r == 0; p = p->next) {
-        r = bind_rec(m->ins, p, &m->cfg);
-        if (r < 0)
-            SF_ERR("msg=\"cannot record invocation\" request_id=%s "
-                   "error=\"%s\"",
-                   p->request_id, sqlite3_errmsg(m->db));
-        sqlite3_reset(m->ins);
-        sqlite3_clear_bindings(m->ins);
+    while (r == 0 && left > 0) {
+        int n = left >= INSERT_WIDE ? INSERT_WIDE : 1;
+        r = insert_rows(m, n == 1 ? m->ins : m->ins_wide, &p, n);
+        left -= n;
     }
     if (r == 0 && exec(m->db, "COMMIT") == 0)
         return 0;
     exec(m->db, "ROLLBACK");
     return -EIO;
+}
+
+/* Prepares the insert of n rows. */
+static int prepare_insert(sqlite3 *db, int n, sqlite3_stmt **out)
+{
+    sf_buf sql = {0};
+    int r = sf_buf_append(&sql, insert_sql, sizeof(insert_sql) - 1);
+
+    for (int k = 0; k < n && r == 0; k++) {
+        if (k > 0)
+            r = sf_buf_append(&sql, ",", 1);
+        if (r == 0)
+            r = sf_buf_append(&sql, insert_row, sizeof(insert_row) - 1);
+    }
+    if (r < 0) {
+        sf_buf_free(&sql);
+        return -ENOMEM;
+    }
+    r = sqlite3_prepare_v3(db, sql.data, (int)sql.len,
+                           SQLITE_PREPARE_PERSISTENT, out, NULL);
+    sf_buf_free(&sql);
+    if (r != SQLITE_OK) {
+        SF_ERR("msg=\"meter cannot prepare insert\" rows=%d error=\"%s\"", n,
+               sqlite3_errmsg(db));
+        return -EIO;
+    }
+    return 0;
 }
 
 static struct timespec mono_after(uint64_t us)
@@ -564,7 +631,9 @@ static void *writer_main(void *arg)
                 mono_after(next_rollup > sf_wall_us()
                                ? (uint64_t)(next_rollup - sf_wall_us())
                                : 0);
+            m->writer_idle = true;
             pthread_cond_timedwait(&m->cv, &m->mu, &ts);
+            m->writer_idle = false;
             if (m->pend_head == NULL && sf_wall_us() >= next_rollup)
                 break;
         }
@@ -589,6 +658,7 @@ static void *writer_main(void *arg)
         if (batch != NULL) {
             uint64_t t0 = sf_mono_us();
             last_start = t0;
+            pthread_mutex_lock(&m->dbmu);
             r = write_batch(m, batch);
             m->commit_us += sf_mono_us() - t0;
             m->commits++;
@@ -596,12 +666,16 @@ static void *writer_main(void *arg)
                 p->status = r;
                 m->rows++;
             }
+            pthread_mutex_unlock(&m->dbmu);
         }
         if (sf_wall_us() >= next_rollup) {
             /* One batch at a time between group commits, so a large
              * backlog never holds up the responses waiting for a commit. */
             bool more = false;
-            int64_t n = sf_meter_rollup(m, sf_wall_us(), 1, &more);
+            int64_t n;
+            pthread_mutex_lock(&m->dbmu);
+            n = sf_meter_rollup(m, sf_wall_us(), 1, &more);
+            pthread_mutex_unlock(&m->dbmu);
             if (n > 0)
                 rolled += n;
             if (!more && rolled > 0) {
@@ -642,26 +716,19 @@ static void handoff(sf_meter *m)
     else
         m->pend_head = m->local_head;
     m->pend_tail = m->local_tail;
-    pthread_cond_signal(&m->cv);
+    /* Only a writer waiting for rows needs waking: one that is spacing
+     * its commits (commit_interval_us) wakes at its deadline and takes
+     * these then; waking it each loop iteration cost a context switch. */
+    if (m->writer_idle)
+        pthread_cond_signal(&m->cv);
     pthread_mutex_unlock(&m->mu);
     m->local_head = m->local_tail = NULL;
 }
 
-static void on_check(uv_check_t *c)
+/* Loop thread: settles committed (or failed) records and runs their
+ * callbacks, which send the HTTP responses. */
+static void run_done(sf_meter *m, rec *p)
 {
-    handoff(c->data);
-}
-
-/* Loop thread: runs the callbacks of committed batches. */
-static void on_async(uv_async_t *a)
-{
-    sf_meter *m = a->data;
-    rec *p;
-
-    pthread_mutex_lock(&m->mu);
-    p = m->done_head;
-    m->done_head = m->done_tail = NULL;
-    pthread_mutex_unlock(&m->mu);
     while (p != NULL) {
         rec *next = p->next;
         if (p->status < 0 && p->billed) {
@@ -676,6 +743,60 @@ static void on_async(uv_async_t *a)
         free(p);
         p = next;
     }
+}
+
+/*
+ * Sync mode without fsync: the loop commits this iteration's records
+ * itself, then answers. A commit that only appends to the WAL costs tens
+ * of microseconds; handing the batch to the writer and back cost two
+ * thread wake-ups on top, which on a busy machine are the larger part of
+ * the wait every response in sync mode has (docs/metering.md). Records a
+ * callback adds (a pipelined request refused at once) go in the next
+ * round; a few rounds at most, then the writer takes the rest.
+ */
+static void commit_inline(sf_meter *m)
+{
+    for (int round = 0; round < 4 && m->local_head != NULL; round++) {
+        rec *batch = m->local_head;
+        uint64_t t0 = sf_mono_us();
+        int r;
+
+        m->local_head = m->local_tail = NULL;
+        pthread_mutex_lock(&m->dbmu);
+        r = write_batch(m, batch);
+        m->commit_us += sf_mono_us() - t0;
+        m->commits++;
+        for (rec *p = batch; p != NULL; p = p->next) {
+            p->status = r;
+            m->rows++;
+        }
+        pthread_mutex_unlock(&m->dbmu);
+        run_done(m, batch);
+    }
+    handoff(m);
+}
+
+static void on_check(uv_check_t *c)
+{
+    sf_meter *m = c->data;
+
+    if (m->inline_commit)
+        commit_inline(m);
+    else
+        handoff(m);
+}
+
+/* Loop thread: runs the callbacks of batches the writer committed. */
+static void on_async(uv_async_t *a)
+{
+    sf_meter *m = a->data;
+    rec *p;
+
+    pthread_mutex_lock(&m->mu);
+    p = m->done_head;
+    m->done_head = m->done_tail = NULL;
+    pthread_mutex_unlock(&m->mu);
+    run_done(m, p);
 }
 
 /* ---- retention roll-up -------------------------------------------------- */
@@ -810,8 +931,11 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     if (m == NULL)
         return -ENOMEM;
     m->loop = loop;
+    m->ck_next_pages = CHECKPOINT_PAGES;
     m->cfg = *cfg;
+    m->inline_commit = cfg->mode == SF_METER_SYNC && !cfg->fsync_commits;
     pthread_mutex_init(&m->mu, NULL);
+    pthread_mutex_init(&m->dbmu, NULL);
     {
         pthread_condattr_t ca;
         pthread_condattr_init(&ca);
@@ -826,8 +950,12 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
         *out = m;
         return 0;
     }
-    if (sqlite3_open_v2(db_path, &m->db, SQLITE_OPEN_READWRITE, NULL) !=
-        SQLITE_OK) {
+    /* NOMUTEX: each connection is used by one thread at a time (the
+     * writer's by the writer once it runs), so SQLite's own locking of
+     * every call is pure cost. */
+    if (sqlite3_open_v2(db_path, &m->db,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         SF_ERR("msg=\"meter cannot open the database\" path=%s error=\"%s\"",
                db_path, m->db ? sqlite3_errmsg(m->db) : "out of memory");
         goto fail;
@@ -837,12 +965,9 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
         exec(m->db, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
                                        : "PRAGMA synchronous=NORMAL") < 0)
         goto fail;
-    if (sqlite3_prepare_v3(m->db, insert_sql, -1, SQLITE_PREPARE_PERSISTENT,
-                           &m->ins, NULL) != SQLITE_OK) {
-        SF_ERR("msg=\"meter cannot prepare insert\" error=\"%s\"",
-               sqlite3_errmsg(m->db));
+    if (prepare_insert(m->db, 1, &m->ins) < 0 ||
+        prepare_insert(m->db, INSERT_WIDE, &m->ins_wide) < 0)
         goto fail;
-    }
     /* Reconcile: WAL recovery already rolled back any uncommitted batch
      * (its clients got no answer, see docs/metering.md); finish the
      * retention work a crash may have interrupted. */
@@ -850,8 +975,9 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
         goto fail;
     if ((r = load_last_id(m)) < 0)
         goto fail;
-    if (sqlite3_open_v2(db_path, &m->ckdb, SQLITE_OPEN_READWRITE, NULL) !=
-        SQLITE_OK) {
+    if (sqlite3_open_v2(db_path, &m->ckdb,
+                        SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
         SF_ERR("msg=\"meter cannot open the database\" path=%s", db_path);
         goto fail;
     }
@@ -901,9 +1027,11 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     return 0;
 fail:
     sqlite3_finalize(m->ins);
+    sqlite3_finalize(m->ins_wide);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->dbmu);
     pthread_cond_destroy(&m->cv);
     pthread_cond_destroy(&m->ckcv);
     free(m);
@@ -942,9 +1070,11 @@ void sf_meter_close(sf_meter *m)
             (unsigned long long)m->checkpoints);
     }
     sqlite3_finalize(m->ins);
+    sqlite3_finalize(m->ins_wide);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->dbmu);
     pthread_cond_destroy(&m->cv);
     pthread_cond_destroy(&m->ckcv);
     if (m->thread_started) {
