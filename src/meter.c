@@ -280,6 +280,7 @@ struct sf_meter {
     sqlite3 *db; /* the writer's connection */
     sqlite3_stmt *ins;      /* one row */
     sqlite3_stmt *ins_wide; /* INSERT_WIDE rows */
+    sqlite3_stmt *begin, *commit; /* prepared once: parsed per commit before */
 
     pthread_t thread;
     bool thread_started;
@@ -551,6 +552,15 @@ static int insert_rows(sf_meter *m, sqlite3_stmt *st, rec **p, int n)
     return r;
 }
 
+/* Runs a prepared statement that returns no rows. */
+static int step_once(sqlite3_stmt *st)
+{
+    int r = sqlite3_step(st);
+
+    sqlite3_reset(st);
+    return r == SQLITE_DONE ? 0 : -EIO;
+}
+
 /* Inserts a batch in one transaction, INSERT_WIDE rows per statement
  * while that many are left. Writer thread. Returns 0 or -EIO. */
 static int write_batch(sf_meter *m, rec *head)
@@ -560,15 +570,21 @@ static int write_batch(sf_meter *m, rec *head)
 
     for (rec *q = head; q != NULL; q = q->next)
         left++;
-    if (exec(m->db, "BEGIN IMMEDIATE") < 0)
+    if (step_once(m->begin) < 0) {
+        SF_ERR("msg=\"meter cannot begin a transaction\" error=\"%s\"",
+               sqlite3_errmsg(m->db));
         return -EIO;
+    }
     while (r == 0 && left > 0) {
         int n = left >= INSERT_WIDE ? INSERT_WIDE : 1;
         r = insert_rows(m, n == 1 ? m->ins : m->ins_wide, &p, n);
         left -= n;
     }
-    if (r == 0 && exec(m->db, "COMMIT") == 0)
+    if (r == 0 && step_once(m->commit) == 0)
         return 0;
+    if (r == 0)
+        SF_ERR("msg=\"meter cannot commit\" error=\"%s\"",
+               sqlite3_errmsg(m->db));
     exec(m->db, "ROLLBACK");
     return -EIO;
 }
@@ -966,7 +982,12 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
                                        : "PRAGMA synchronous=NORMAL") < 0)
         goto fail;
     if (prepare_insert(m->db, 1, &m->ins) < 0 ||
-        prepare_insert(m->db, INSERT_WIDE, &m->ins_wide) < 0)
+        prepare_insert(m->db, INSERT_WIDE, &m->ins_wide) < 0 ||
+        sqlite3_prepare_v3(m->db, "BEGIN IMMEDIATE", -1,
+                           SQLITE_PREPARE_PERSISTENT, &m->begin,
+                           NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(m->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
+                           &m->commit, NULL) != SQLITE_OK)
         goto fail;
     /* Reconcile: WAL recovery already rolled back any uncommitted batch
      * (its clients got no answer, see docs/metering.md); finish the
@@ -1028,6 +1049,8 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
 fail:
     sqlite3_finalize(m->ins);
     sqlite3_finalize(m->ins_wide);
+    sqlite3_finalize(m->begin);
+    sqlite3_finalize(m->commit);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
@@ -1071,6 +1094,8 @@ void sf_meter_close(sf_meter *m)
     }
     sqlite3_finalize(m->ins);
     sqlite3_finalize(m->ins_wide);
+    sqlite3_finalize(m->begin);
+    sqlite3_finalize(m->commit);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
