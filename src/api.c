@@ -606,10 +606,8 @@ static void on_metered(void *ctx, int status, uint64_t billed_ms)
     sf_http_req *req = iv->req;
     sofaas_header billed;
 
-    snprintf(iv->billed, sizeof(iv->billed), "%llu",
-             (unsigned long long)billed_ms);
     billed = (sofaas_header){"X-Sofaas-Billed-Ms", 18, iv->billed,
-                             strlen(iv->billed)};
+                             sf_fmt_u64(billed_ms, iv->billed)};
     if (status < 0)
         set_error(iv, 503, "metering_unavailable",
                   "function '%s' ran but its invocation could not be "
@@ -672,8 +670,7 @@ static void on_invoked(void *ctx, const sf_invoke_result *res)
     sf_api *api = iv->api;
     sf_meter_class cls;
 
-    snprintf(iv->inst, sizeof(iv->inst), "%llu",
-             (unsigned long long)res->instance_id);
+    sf_fmt_u64(res->instance_id, iv->inst);
     iv->queue_us = res->queue_us;
     iv->duration_us = res->duration_us;
     iv->init_us = res->init_us;
@@ -755,7 +752,7 @@ static void handle_invoke(sf_api *api, sf_http_req *req)
     }
     iv->api = api;
     iv->req = req;
-    snprintf(iv->name, sizeof(iv->name), "%s", f->name);
+    sf_strlcpy(iv->name, f->name, sizeof(iv->name));
     iv->version = f->version;
     iv->start_wall_us = sf_wall_us();
     iv->memory_mb = f->config.memory_mb;

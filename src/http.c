@@ -499,13 +499,9 @@ static int append_str(sf_buf *out, const char *s)
 
 static int append_uint(sf_buf *out, uint64_t v)
 {
-    char d[20];
-    size_t n = 0;
+    char d[21];
 
-    do
-        d[sizeof(d) - ++n] = (char)('0' + v % 10);
-    while ((v /= 10) != 0);
-    return sf_buf_append(out, d + sizeof(d) - n, n);
+    return sf_buf_append(out, d, sf_fmt_u64(v, d));
 }
 
 static int append_headers(sf_buf *out, const sofaas_header *hdrs,

@@ -1190,8 +1190,8 @@ void sf_meter_record(sf_meter *m, const sf_meter_rec *in, sf_meter_done_cb cb,
         return;
     }
     r->id = ++m->last_id;
-    snprintf(r->request_id, sizeof(r->request_id), "%s", in->request_id);
-    snprintf(r->function, sizeof(r->function), "%s", in->function);
+    sf_strlcpy(r->request_id, in->request_id, sizeof(r->request_id));
+    sf_strlcpy(r->function, in->function, sizeof(r->function));
     if (in->tenant != NULL) {
         r->has_tenant = true;
         snprintf(r->tenant, sizeof(r->tenant), "%s", in->tenant);

@@ -52,6 +52,28 @@ int sf_random_bytes(void *out, size_t n)
     return 0;
 }
 
+size_t sf_strlcpy(char *dst, const char *src, size_t cap)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return n;
+}
+
+size_t sf_fmt_u64(uint64_t v, char *out)
+{
+    char d[20];
+    size_t n = 0;
+
+    do
+        d[sizeof(d) - ++n] = (char)('0' + v % 10);
+    while ((v /= 10) != 0);
+    memcpy(out, d + sizeof(d) - n, n);
+    out[n] = '\0';
+    return n;
+}
+
 void sf_uuid7(char out[37])
 {
     static const char hex[] = "0123456789abcdef";

@@ -18,6 +18,14 @@ int64_t sf_wall_us(void);
 /* Fills out with n bytes of kernel randomness (buffered: see util.c).
  * Returns 0 or -errno. */
 int sf_random_bytes(void *out, size_t n);
+
+/* Copies the C string src into dst (cap bytes, cap > 0), truncating;
+ * always NUL-terminates. Returns the length copied. For the hot path,
+ * where snprintf("%s") showed in profiles. */
+size_t sf_strlcpy(char *dst, const char *src, size_t cap);
+
+/* Formats v in decimal into out (at least 21 bytes). Returns its length. */
+size_t sf_fmt_u64(uint64_t v, char *out);
 void sf_uuid7(char out[37]);
 
 /* Compares without leaking where the first difference is. */

@@ -27,6 +27,35 @@ static void test_uuid7(void **state)
     assert_true(memcmp(a, b, 8) <= 0);
 }
 
+/* The buffered pool hands out fresh bytes across refills (4 KiB). */
+static void test_random_bytes(void **state)
+{
+    unsigned char a[3000], b[3000];
+    (void)state;
+    assert_int_equal(sf_random_bytes(a, sizeof(a)), 0);
+    assert_int_equal(sf_random_bytes(b, sizeof(b)), 0);
+    assert_memory_not_equal(a, b, sizeof(a));
+    assert_memory_not_equal(a, a + 1500, 1500);
+}
+
+static void test_strlcpy_fmt(void **state)
+{
+    char d[8], n[21];
+    (void)state;
+    assert_int_equal(sf_strlcpy(d, "abc", sizeof(d)), 3);
+    assert_string_equal(d, "abc");
+    assert_int_equal(sf_strlcpy(d, "abcdefghij", sizeof(d)), 7);
+    assert_string_equal(d, "abcdefg");
+    assert_int_equal(sf_strlcpy(d, "", sizeof(d)), 0);
+    assert_string_equal(d, "");
+    assert_int_equal(sf_fmt_u64(0, n), 1);
+    assert_string_equal(n, "0");
+    assert_int_equal(sf_fmt_u64(1234567890, n), 10);
+    assert_string_equal(n, "1234567890");
+    assert_int_equal(sf_fmt_u64(UINT64_MAX, n), 20);
+    assert_string_equal(n, "18446744073709551615");
+}
+
 static void test_parse_u64(void **state)
 {
     uint64_t v;
@@ -130,6 +159,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_uuid7),
+        cmocka_unit_test(test_random_bytes),
+        cmocka_unit_test(test_strlcpy_fmt),
         cmocka_unit_test(test_parse_u64),
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_query_get),
