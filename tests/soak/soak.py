@@ -370,6 +370,21 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def fd_kinds(pid):
+    """How many fds of each kind (socket, pipe, anon_inode:[pidfd], or the
+    file's path): when the count grows, the report says what grew."""
+    kinds = {}
+    d = "/proc/%d/fd" % pid
+    for fd in os.listdir(d):
+        try:
+            t = os.readlink(os.path.join(d, fd))
+        except OSError:
+            continue
+        k = t.split(":[")[0] if ":[" in t else t
+        kinds[k] = kinds.get(k, 0) + 1
+    return kinds
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -508,7 +523,7 @@ class Soak:
                 break
             time.sleep(0.1)
         return {"fds": fd_count(pid), "rss_kb": rss_kb(pid),
-                "workers": len(worker_pids(pid))}
+                "workers": len(worker_pids(pid)), "fd_kinds": fd_kinds(pid)}
 
     def run(self):
         rng = random.Random(self.seed)
@@ -535,9 +550,14 @@ class Soak:
         fd_limit = start["fds"] + FD_MARGIN + \
             FDS_PER_WORKER * max(0, end["workers"] - start["workers"])
         if end["fds"] > fd_limit:
+            grew = {k: v - start["fd_kinds"].get(k, 0)
+                    for k, v in end["fd_kinds"].items()
+                    if v != start["fd_kinds"].get(k, 0)}
             report["failures"].append(
-                "fd count grew: %d after warm-up, %d at the end (limit %d)"
-                % (start["fds"], end["fds"], fd_limit))
+                "fd count grew: %d after warm-up, %d at the end (limit %d; "
+                "workers %d -> %d; by kind: %s)"
+                % (start["fds"], end["fds"], fd_limit, start["workers"],
+                   end["workers"], grew))
         if sanitized(self.d.proc.pid):
             report["rss_checked"] = False  # ASan's quarantine grows RSS
         else:
