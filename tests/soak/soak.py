@@ -366,6 +366,18 @@ def worker_pids(pid):
     return sorted(kids)
 
 
+def instance_pids(pid):
+    """Every process under the daemon: workers and the instances its
+    templates forked (grandchildren), each holding a socket, a pipe and a
+    pidfd in the daemon."""
+    out, todo = [], worker_pids(pid)
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(worker_pids(p))
+    return sorted(out)
+
+
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
@@ -523,7 +535,8 @@ class Soak:
                 break
             time.sleep(0.1)
         return {"fds": fd_count(pid), "rss_kb": rss_kb(pid),
-                "workers": len(worker_pids(pid)), "fd_kinds": fd_kinds(pid)}
+                "workers": len(instance_pids(pid)),
+                "fd_kinds": fd_kinds(pid)}
 
     def run(self):
         rng = random.Random(self.seed)
