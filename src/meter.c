@@ -35,6 +35,8 @@
 #include "util.h"
 
 #define ROLLUP_BATCH 2000 /* rows per roll-up transaction */
+#define INLINE_BUSY_MS 2    /* a loop commit waits this long for the lock */
+#define WRITER_BUSY_MS 10000
 #define HOUR_US 3600000000LL
 #define DAY_US (24 * HOUR_US)
 
@@ -558,11 +560,15 @@ static int step_once(sqlite3_stmt *st)
     int r = sqlite3_step(st);
 
     sqlite3_reset(st);
+    if (r == SQLITE_BUSY)
+        return -EBUSY;
     return r == SQLITE_DONE ? 0 : -EIO;
 }
 
 /* Inserts a batch in one transaction, INSERT_WIDE rows per statement
- * while that many are left. Writer thread. Returns 0 or -EIO. */
+ * while that many are left. Returns 0, -EBUSY when the database's write
+ * lock could not be had within the busy timeout (nothing was written), or
+ * -EIO. */
 static int write_batch(sf_meter *m, rec *head)
 {
     int r = 0, left = 0;
@@ -570,7 +576,9 @@ static int write_batch(sf_meter *m, rec *head)
 
     for (rec *q = head; q != NULL; q = q->next)
         left++;
-    if (step_once(m->begin) < 0) {
+    if ((r = step_once(m->begin)) < 0) {
+        if (r == -EBUSY)
+            return r; /* the caller may retry elsewhere; nothing written */
         SF_ERR("msg=\"meter cannot begin a transaction\" error=\"%s\"",
                sqlite3_errmsg(m->db));
         return -EIO;
@@ -773,13 +781,28 @@ static void run_done(sf_meter *m, rec *p)
 static void commit_inline(sf_meter *m)
 {
     for (int round = 0; round < 4 && m->local_head != NULL; round++) {
-        rec *batch = m->local_head;
+        rec *batch = m->local_head, *tail = m->local_tail;
         uint64_t t0 = sf_mono_us();
         int r;
 
+        /* The loop never waits on the database: while the writer runs a
+         * roll-up batch, or another connection (an operator's sqlite3
+         * shell) holds the write lock, the writer thread takes the rows
+         * and may wait as long as it must. */
+        if (pthread_mutex_trylock(&m->dbmu) != 0)
+            break;
         m->local_head = m->local_tail = NULL;
-        pthread_mutex_lock(&m->dbmu);
+        sqlite3_busy_timeout(m->db, INLINE_BUSY_MS);
         r = write_batch(m, batch);
+        sqlite3_busy_timeout(m->db, WRITER_BUSY_MS);
+        if (r == -EBUSY) {
+            pthread_mutex_unlock(&m->dbmu);
+            m->local_head = batch;
+            m->local_tail = tail;
+            SF_DEBUG("msg=\"database busy, the meter's writer thread takes "
+                     "this batch\"");
+            break;
+        }
         m->commit_us += sf_mono_us() - t0;
         m->commits++;
         for (rec *p = batch; p != NULL; p = p->next) {
@@ -976,7 +999,7 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
                db_path, m->db ? sqlite3_errmsg(m->db) : "out of memory");
         goto fail;
     }
-    sqlite3_busy_timeout(m->db, 10000);
+    sqlite3_busy_timeout(m->db, WRITER_BUSY_MS);
     if (exec(m->db, "PRAGMA journal_mode=WAL") < 0 ||
         exec(m->db, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
                                        : "PRAGMA synchronous=NORMAL") < 0)

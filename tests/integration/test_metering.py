@@ -513,3 +513,48 @@ def test_billing_from_the_config_file(daemon_factory, tmp_path):
     out = subprocess.run([SOFAASD, "--check-config", str(cfg)],
                          capture_output=True, text=True, timeout=30)
     assert "meter.mode: expected sync, async or off" in out.stderr
+
+
+def test_a_held_database_lock_never_stalls_the_gateway(daemon):
+    """Another connection (an operator's sqlite3 shell) holds the write
+    lock. In sync mode the invocation's response waits for its row, but
+    the loop must keep serving: /healthz is answered while the lock is
+    still held (an ordering check, no time bound), and once it is released
+    the invocation is answered and recorded exactly once."""
+    daemon.deploy("echo", testfn("sleepy"))
+    assert daemon.invoke("echo", params={"ms": "0"}).status_code == 200
+    lock = db_of(daemon)
+    lock.isolation_level = None
+    lock.execute("BEGIN IMMEDIATE")
+    result = {}
+
+    def call():
+        r = daemon.invoke("echo", params={"ms": "0"})
+        result["status"] = r.status_code
+        result["rid"] = r.headers.get("X-Request-Id")
+
+    def ran():
+        m = requests.get(daemon.url("/metrics"), timeout=60).text
+        return 'sofaas_invocations_total{function="echo",status="ok"} 2' in m
+
+    t = threading.Thread(target=call)
+    t.start()
+    try:
+        # The function has run (the daemon counts it before metering it):
+        # its response now waits for the row, which cannot be written.
+        for _ in range(600):
+            if ran():
+                break
+            time.sleep(0.05)
+        assert ran()
+        health = requests.get(daemon.url("/healthz"), timeout=60)
+        answered_while_locked = "status" not in result
+        assert health.status_code == 200
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    t.join(60)
+    assert answered_while_locked, "the invocation was answered before " \
+        "its row could be written"
+    assert result.get("status") == 200
+    assert len(rows(daemon, "request_id = ?", (result["rid"],))) == 1
