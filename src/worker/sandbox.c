@@ -82,6 +82,15 @@ static const char *const ro_paths[] = {
 
 #define SF_SANDBOX_MAX_RULES 32
 
+/* Monotonic microseconds, for the per-step costs in the debug log. */
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
 void sf_sandbox_configure(const sf_sandbox_opts *o)
 {
     opts = *o;
@@ -500,6 +509,8 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
     int afd = -1, ns = 0, abi, r;
     struct rlimit core = {0, 0};
 
+    uint64_t t0 = now_us(), t_ns, t_ids, t_ll;
+
     *artifact_fd = -1;
     if (set_env(p, err, errlen) < 0)
         return -1;
@@ -523,6 +534,7 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
     if (ids_before_namespaces(err, errlen) < 0 ||
         enter_namespaces(p, &ns, err, errlen) < 0)
         goto fail;
+    t_ns = now_us();
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0 ||
         setrlimit(RLIMIT_CORE, &core) != 0) {
         snprintf(err, errlen, "disable core dumps: %s", strerror(errno));
@@ -530,10 +542,12 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
     }
     if (ids_after_namespaces(err, errlen) < 0 || set_limits(p, err, errlen) < 0)
         goto fail;
+    t_ids = now_us();
     abi = sf_landlock_abi();
     if (abi > 0 &&
         apply_landlock(p, afd, (ns & CLONE_NEWNS) != 0, abi, err, errlen) < 0)
         goto fail;
+    t_ll = now_us();
     if ((r = sf_seccomp_install_reporter(SF_IPC_FD)) < 0) {
         snprintf(err, errlen, "SIGSYS handler: %s", strerror(-r));
         goto fail;
@@ -542,10 +556,14 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
         goto fail;
     SF_DEBUG("msg=\"sandbox in force\" stage=load uid=%u gid=%u userns=%d "
              "mntns=%d netns=%d ipcns=%d utsns=%d landlock_abi=%d "
-             "seccomp=1 network=%d allow_fork=%d",
+             "seccomp=1 network=%d allow_fork=%d ns_us=%llu ids_us=%llu "
+             "landlock_us=%llu seccomp_us=%llu",
              getuid(), getgid(), !!(ns & CLONE_NEWUSER), !!(ns & CLONE_NEWNS),
              !!(ns & CLONE_NEWNET), !!(ns & CLONE_NEWIPC),
-             !!(ns & CLONE_NEWUTS), abi, p->network, p->allow_fork);
+             !!(ns & CLONE_NEWUTS), abi, p->network, p->allow_fork,
+             (unsigned long long)(t_ns - t0), (unsigned long long)(t_ids - t_ns),
+             (unsigned long long)(t_ll - t_ids),
+             (unsigned long long)(now_us() - t_ll));
     /* The artifact's directory may not be searchable by the new uid and
      * /tmp may now hide it: load it through the fd opened above. */
     snprintf(dlpath, dlpathlen, "/proc/self/fd/%d", afd);
