@@ -1,7 +1,10 @@
 /* test_seccomp.c - the worker's system-call filters and SIGSYS reporter
  * (src/worker/seccomp.c). Each case forks a child that installs the
  * reporter on one end of a socketpair, loads a filter and makes one call;
- * the parent reads what the child reported and how it ended. */
+ * the parent reads what the child reported and how it ended. The first
+ * case checks that the programs compiled at build time, once pinned to a
+ * pid, are exactly what libseccomp compiles from the rules for that pid
+ * (src/worker/seccomp_rules.c). */
 #include <errno.h>
 #include <linux/audit.h>
 #include <setjmp.h>
@@ -10,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -22,6 +26,7 @@
 
 #include "ipc.h"
 #include "worker/seccomp.h"
+#include "worker/seccomp_rules.h"
 
 enum {
     DO_GETPPID,
@@ -157,6 +162,37 @@ static void assert_trapped(const outcome *oc, int nr)
     assert_int_equal(WEXITSTATUS(oc->status), SF_SECCOMP_EXIT_VIOLATION);
 }
 
+static void test_precompiled_programs_are_libseccomps(void **state)
+{
+    /* Our pid, and pids unlike the generator's. */
+    const pid_t pids[] = {getpid(), 1, 4194304, 0x7fffffff};
+    (void)state;
+
+    for (unsigned v = 0; v < SF_SECCOMP_VARIANTS; v++) {
+        for (size_t k = 0; k < sizeof(pids) / sizeof(*pids); k++) {
+            struct sock_filter pre[BPF_MAXINSNS], *lib = NULL;
+            size_t len = 0, n;
+            char err[256];
+
+            assert_int_equal(
+                sf_seccomp_rules_compile(v, pids[k], &lib, &len, err,
+                                         sizeof(err)),
+                0);
+            n = sf_seccomp_program(v, pids[k], pre, BPF_MAXINSNS);
+            assert_int_equal(n, len);
+            assert_memory_equal(pre, lib, len * sizeof(*lib));
+            free(lib);
+        }
+    }
+    /* Out of range or no room: nothing. */
+    {
+        struct sock_filter one[1];
+        assert_int_equal(sf_seccomp_program(SF_SECCOMP_VARIANTS, 1, one, 1),
+                         0);
+        assert_int_equal(sf_seccomp_program(0, 1, one, 1), 0);
+    }
+}
+
 static void test_allowed_call_returns(void **state)
 {
     outcome oc = run(DO_GETPPID, true);
@@ -227,6 +263,7 @@ static void test_template_forks_but_its_children_cannot(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_precompiled_programs_are_libseccomps),
         cmocka_unit_test(test_allowed_call_returns),
         cmocka_unit_test(test_mount_is_reported_by_number_and_arch),
         cmocka_unit_test(test_signals_only_to_itself),
