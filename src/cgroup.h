@@ -35,6 +35,14 @@ const char *sf_cgroup_mode_name(sf_cgroup_mode m);
 
 /* Puts pid into a new leaf for worker id. Returns 0 or -errno. */
 int sf_cgroup_add(sf_cgroup *cg, uint64_t id, pid_t pid);
+/*
+ * Creates the (empty) leaf of worker id, for a worker that joins it itself
+ * (sf_cgroup_procs_path). Returns 0 or -errno (0 in SF_CGROUP_NONE mode).
+ */
+int sf_cgroup_prepare(sf_cgroup *cg, uint64_t id);
+/* The leaf's cgroup.procs, which a process joins by writing its pid there.
+ * Caller frees; NULL in SF_CGROUP_NONE mode or out of memory. */
+char *sf_cgroup_procs_path(sf_cgroup *cg, uint64_t id);
 /* Sets the worker's memory limit (and no swap). Returns 0 or -errno. */
 int sf_cgroup_set_memory(sf_cgroup *cg, uint64_t id, uint32_t memory_mb);
 /* True if the kernel OOM-killed a process of worker id's leaf. */

@@ -1539,7 +1539,8 @@ static int spawn_worker(sf_pool *p, validation *val)
     char *args[2 + sizeof(p->cfg.worker_args) / sizeof(char *)];
     size_t na = 0;
     char lvl[32];
-    char *env[5];
+    char *env[6];
+    char *cgenv = NULL, *procs;
     char ppid[48];
     char journal[64];
     const char *js = getenv("JOURNAL_STREAM");
@@ -1596,6 +1597,19 @@ static int spawn_worker(sf_pool *p, validation *val)
         snprintf(journal, sizeof(journal), "JOURNAL_STREAM=%s", js) <
             (int)sizeof(journal))
         env[++ne] = journal;
+    /* Its memory leaf, which it joins itself before saying HELLO (see
+     * cgroup.c); it gets the default limit now, like every worker. */
+    if (sf_cgroup_prepare(p->cfg.cgroup, w->id) == 0 &&
+        (procs = sf_cgroup_procs_path(p->cfg.cgroup, w->id)) != NULL) {
+        if (asprintf(&cgenv, "SOFAAS_CGROUP_PROCS=%s", procs) < 0)
+            cgenv = NULL;
+        else
+            env[++ne] = cgenv;
+        free(procs);
+        if (sf_cgroup_set_memory(p->cfg.cgroup, w->id,
+                                 SF_FN_MEMORY_DEFAULT) == 0)
+            w->cg_memory_mb = SF_FN_MEMORY_DEFAULT;
+    }
     env[++ne] = NULL;
     stdio[0].flags = UV_IGNORE;
     stdio[1].flags = UV_INHERIT_FD;
@@ -1632,9 +1646,11 @@ static int spawn_worker(sf_pool *p, validation *val)
     }
     close(fds[1]);
     close(ofds[1]);
+    free(cgenv);
     if (r < 0) {
         SF_ERR("msg=\"cannot spawn worker\" path=%s error=%s",
                p->cfg.worker_path, uv_strerror(r));
+        sf_cgroup_remove(p->cfg.cgroup, w->id);
         w->val = NULL;
         uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
         uv_close((uv_handle_t *)&w->out, on_handle_closed);
@@ -1645,9 +1661,6 @@ static int spawn_worker(sf_pool *p, validation *val)
     w->pid = w->proc.pid;
     w->open_handles = 4;
     w->pidfd = (int)syscall(SYS_pidfd_open, w->proc.pid, 0);
-    sf_cgroup_add(p->cfg.cgroup, w->id, w->proc.pid);
-    if (sf_cgroup_set_memory(p->cfg.cgroup, w->id, SF_FN_MEMORY_DEFAULT) == 0)
-        w->cg_memory_mb = SF_FN_MEMORY_DEFAULT;
     enter_pool(p, w);
     uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
     uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);

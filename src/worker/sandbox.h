@@ -7,7 +7,7 @@
  *   sf_sandbox_configure()   from main(), with what the daemon passed on the
  *                            command line (on/off, the uid/gid to run as).
  *   sf_sandbox_early()       first thing in main(): parent-death signal, own
- *                            session.
+ *                            session, joining its memory cgroup leaf.
  *   sf_sandbox_load_stage()  after a LOAD frame and before dlopen() (user
  *                            code starts running inside dlopen): fds, env,
  *                            namespaces + private /tmp, uid/gid and caps,
