@@ -91,16 +91,14 @@ static int restrict_self(int ruleset, char *err, size_t errlen)
     return 0;
 }
 
-int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
-                      bool network, char *err, size_t errlen)
+int sf_landlock_ruleset(int abi, bool network, char *err, size_t errlen)
 {
     ll_ruleset_attr attr = {0};
-    uint64_t all = fs_rights(abi);
-    int ruleset, r = 0;
+    int ruleset;
 
     if (abi <= 0)
         return -EOPNOTSUPP;
-    attr.handled_access_fs = all;
+    attr.handled_access_fs = fs_rights(abi);
     if (abi >= 4 && !network)
         attr.handled_access_net = SF_LL_NET_BIND_TCP | SF_LL_NET_CONNECT_TCP;
     if (abi >= 6)
@@ -108,10 +106,18 @@ int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
     ruleset =
         (int)syscall(SYS_landlock_create_ruleset, &attr, attr_size(abi), 0);
     if (ruleset < 0) {
-        r = -errno;
+        int r = -errno;
         snprintf(err, errlen, "landlock_create_ruleset: %s", strerror(-r));
         return r;
     }
+    return ruleset;
+}
+
+int sf_landlock_add(int abi, int ruleset, const sf_landlock_rule *rules,
+                    size_t n, char *err, size_t errlen)
+{
+    uint64_t all = fs_rights(abi);
+
     for (size_t i = 0; i < n; i++) {
         ll_path_beneath pb = {.parent_fd = rules[i].fd};
 
@@ -126,14 +132,30 @@ int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
         pb.allowed_access &= all;
         if (syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH,
                     &pb, 0) != 0) {
-            r = -errno;
+            int r = -errno;
             snprintf(err, errlen, "landlock_add_rule (rule %zu): %s", i,
                      strerror(-r));
-            goto out;
+            return r;
         }
     }
-    r = restrict_self(ruleset, err, errlen);
-out:
+    return 0;
+}
+
+int sf_landlock_enforce(int ruleset, char *err, size_t errlen)
+{
+    return restrict_self(ruleset, err, errlen);
+}
+
+int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
+                      bool network, char *err, size_t errlen)
+{
+    int ruleset = sf_landlock_ruleset(abi, network, err, errlen), r;
+
+    if (ruleset < 0)
+        return ruleset;
+    r = sf_landlock_add(abi, ruleset, rules, n, err, errlen);
+    if (r == 0)
+        r = restrict_self(ruleset, err, errlen);
     close(ruleset);
     return r;
 }

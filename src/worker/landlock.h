@@ -35,6 +35,17 @@ int sf_landlock_apply(int abi, const sf_landlock_rule *rules, size_t n,
                       bool network, char *err, size_t errlen);
 
 /*
+ * The same in steps, so a ruleset can be built ahead of time and finished
+ * later: sf_landlock_ruleset() returns a ruleset fd (caller closes) or
+ * -errno; sf_landlock_add() adds rules to it; sf_landlock_enforce()
+ * restricts the calling process to it. All write err on failure.
+ */
+int sf_landlock_ruleset(int abi, bool network, char *err, size_t errlen);
+int sf_landlock_add(int abi, int ruleset, const sf_landlock_rule *rules,
+                    size_t n, char *err, size_t errlen);
+int sf_landlock_enforce(int ruleset, char *err, size_t errlen);
+
+/*
  * Adds a domain that only scopes signals and abstract Unix sockets
  * (ABI >= 6; a no-op returning 0 below that). A forked instance calls it
  * so it cannot signal the template's other children.

@@ -242,6 +242,16 @@ def test_only_ipc_and_stdio_are_open(sbd):
     assert sorted(r.text.split(), key=int) == ["0", "1", "2", "3"], r.text
 
 
+def test_only_ipc_and_stdio_are_open_in_init(daemon):
+    # Also none of what the worker prepared before it was given the
+    # function (host network namespace, Landlock rulesets; sandbox.md).
+    deploy_with(daemon, "fdsinit", hostile("init"),
+                config={"env": {"ATTACK": "fds"}})
+    r = daemon.invoke("fdsinit")
+    assert r.status_code == 200
+    assert sorted(r.text.split(), key=int) == ["0", "1", "2", "3"], r.text
+
+
 def test_environment_is_only_the_configured_env(daemon):
     deploy_with(daemon, "envfn", hostile(),
                 config={"env": {"GREETING": "hi", "ANSWER": "42"}})
@@ -258,6 +268,9 @@ def test_status_shows_seccomp_and_no_new_privs(sbd):
     assert "\nCapEff:\t0000000000000000\n" in r.text
     if ROOT:
         assert "\nUid:\t65534\t65534\t65534\t65534\n" in r.text
+        # Emptied before the worker was given the function (sandbox.md).
+        assert "\nCapBnd:\t0000000000000000\n" in r.text
+        assert "\nCapAmb:\t0000000000000000\n" in r.text
 
 
 def test_files_are_refused_while_serving(daemon):
@@ -372,6 +385,9 @@ def test_status_while_loading(daemon, stage):
     r = daemon.invoke("evil")
     assert "\nSeccomp:\t2\n" in r.text
     assert "\nNoNewPrivs:\t1\n" in r.text
+    assert "\nCapEff:\t0000000000000000\n" in r.text
+    if ROOT:
+        assert "\nCapBnd:\t0000000000000000\n" in r.text
 
 
 # ---- daemon side -----------------------------------------------------------
