@@ -151,6 +151,13 @@ struct worker {
     int pidfd;
     bool oom;         /* the memory cgroup OOM-killed it */
     uint32_t cg_memory_mb; /* limit last written to its cgroup, 0 = none */
+    /* A forked instance's move into its cgroup leaf, on libuv's thread
+     * pool (see adopt_child). While cg_pending it is not dispatched to;
+     * loaded_held: its LOADED came first and is finished when the move is
+     * done. The work holds one open_handles reference. */
+    uv_work_t cgwork;
+    bool cg_pending;
+    bool loaded_held;
     int violation_nr; /* -1 when none */
     bool untrusted;   /* SF_USER_CODE_MARK seen: output may be user code's */
     bool out_empty;   /* its last RESPONSE said its output pipe was empty */
@@ -498,16 +505,20 @@ static void maybe_destroy(sf_pool *p)
         pool_destroy(p);
 }
 
-static void on_handle_closed(uv_handle_t *h)
+/* Drops one reference (a handle or the cgroup work) to w. */
+static void worker_release(worker *w)
 {
-    worker *w = h->data;
-
     if (--w->open_handles > 0)
         return;
     sf_buf_free(&w->rbuf);
     sf_buf_free(&w->trusted);
     sf_fnlog_stream_free(&w->outs);
     free(w);
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    worker_release(h->data);
 }
 
 static void worker_unlink(worker *w)
@@ -833,7 +844,8 @@ static void worker_gone(worker *w, int64_t status, int sig)
         w->pidfd = -1;
     }
     w->oom = sf_cgroup_oom_killed(p->cfg.cgroup, w->id);
-    sf_cgroup_remove(p->cfg.cgroup, w->id);
+    if (!w->cg_pending) /* else when the move is over (cg_attach_done) */
+        sf_cgroup_remove(p->cfg.cgroup, w->id);
     if (w->violation_nr < 0)
         drain_violation(w);
     /* SIGSYS without a VIOLATION frame: the filter trapped while SIGSYS was
@@ -1174,6 +1186,8 @@ static int request_fork(fnv *f)
 
 /* ---- receiving ---------------------------------------------------------- */
 
+static void finish_loaded(worker *w);
+
 static void on_loaded(worker *w, const char *payload, size_t len)
 {
     sf_pool *p = w->pool;
@@ -1222,6 +1236,19 @@ static void on_loaded(worker *w, const char *payload, size_t len)
                 f->name, (long long)f->version,
                 (unsigned long long)w->init_us, p->cfg.template_threshold_ms);
     }
+    if (w->cg_pending) {
+        w->loaded_held = true; /* finish_loaded once it is in its cgroup */
+        return;
+    }
+    finish_loaded(w);
+}
+
+/* A loaded instance starts serving (or, a template, forking). */
+static void finish_loaded(worker *w)
+{
+    sf_pool *p = w->pool;
+    fnv *f = w->fn;
+
     if (w->is_template) {
         transition(w, W_TEMPLATE);
     } else if (w->cur != NULL) {
@@ -1295,6 +1322,40 @@ static void fire_ready(sf_pool *p)
 static void on_ipc_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
 static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
 
+/* Thread pool: moves a forked instance into its leaf and sets its limit.
+ * Reads only fields that do not change while cg_pending. */
+static void cg_attach_work(uv_work_t *req)
+{
+    worker *w = req->data;
+    sf_cgroup *cg = w->pool->cfg.cgroup;
+
+    if (sf_cgroup_add(cg, w->id, w->pid) == 0)
+        sf_cgroup_set_memory(cg, w->id, w->cg_memory_mb);
+}
+
+/* Loop: the move is over; the instance may be given work now. */
+static void cg_attach_done(uv_work_t *req, int status)
+{
+    worker *w = req->data;
+    sf_pool *p = w->pool;
+
+    (void)status;
+    w->cg_pending = false;
+    if (w->state == W_DEAD) {
+        sf_cgroup_remove(p->cfg.cgroup, w->id);
+    } else if (w->state == W_LOADING && w->kill == KILL_NONE &&
+               !p->stopping) {
+        if (w->loaded_held)
+            finish_loaded(w);
+        else
+            predispatch(w);
+    }
+    w->loaded_held = false;
+    worker_release(w);
+    p->open_handles--;
+    maybe_destroy(p);
+}
+
 /* Adopts the instance a template forked: fd is the daemon's end of its
  * socketpair (accepted from the template's channel), pid its process. */
 static void adopt_child(worker *t, int pid)
@@ -1347,10 +1408,6 @@ static void adopt_child(worker *t, int pid)
     w->pidpoll.data = w;
     w->open_handles = 4;
     uv_poll_start(&w->pidpoll, UV_READABLE, on_pidfd);
-    /* Its own memory leaf, like a spawned worker (it starts in the
-     * template's, which it shares pages with copy-on-write). */
-    sf_cgroup_add(p->cfg.cgroup, w->id, pid);
-    sf_cgroup_set_memory(p->cfg.cgroup, w->id, f->cfg.memory_mb);
     enter_pool(p, w);
     bind_fn(w, f, false);
     transition(w, W_LOADING);
@@ -1358,6 +1415,26 @@ static void adopt_child(worker *t, int pid)
     uv_timer_start(&w->timer, on_timer, f->cfg.init_timeout_ms, 0);
     uv_read_start((uv_stream_t *)&w->ipc, on_ipc_alloc, on_ipc_read);
     uv_read_start((uv_stream_t *)&w->out, on_out_alloc, on_out_read);
+    /* Its own memory leaf, like a spawned worker (it starts in the
+     * template's, which it shares pages with copy-on-write). Moved from a
+     * thread: the move can wait ~9 ms for an RCU grace period (cgroup.c),
+     * which must not stall the loop. Nothing is dispatched to it until it
+     * is there, so user code never runs in the template's leaf. */
+    if (sf_cgroup_get_mode(p->cfg.cgroup) != SF_CGROUP_NONE) {
+        w->cg_memory_mb = f->cfg.memory_mb;
+        w->cgwork.data = w;
+        w->cg_pending = true;
+        w->open_handles++;
+        p->open_handles++;
+        if (uv_queue_work(p->loop, &w->cgwork, cg_attach_work,
+                          cg_attach_done) == 0)
+            return;
+        w->cg_pending = false;
+        w->open_handles--;
+        p->open_handles--;
+        sf_cgroup_add(p->cfg.cgroup, w->id, pid);
+        sf_cgroup_set_memory(p->cfg.cgroup, w->id, f->cfg.memory_mb);
+    }
     predispatch(w);
     return;
 fail:

@@ -53,6 +53,23 @@ def test_timeout_kills_a_function_that_ignores_signals(daemon):
     assert " Z" not in out
 
 
+def test_out_of_memory_in_a_template_child(daemon):
+    # A forked instance is moved into its own memory cgroup leaf (from a
+    # thread, before it is given an invocation): its OOM is reported as its
+    # own, not the template's, and the template lives on.
+    daemon.deploy("faultyt", testfn("faulty"),
+                  params={"memory_mb": "32", "template": "true",
+                          "max_invocations_per_instance": "1"})
+    for _ in range(2):
+        r = daemon.invoke("faultyt", "/oom", params={"mb": "256"})
+        assert r.status_code == 502, r.text
+        if "worker memory cgroups active" in daemon.log():
+            assert r.json()["error"]["code"] == "out_of_memory", r.text
+    r = daemon.invoke("faultyt", "/oom", params={"mb": "4"})
+    assert r.status_code == 200, r.text
+    assert_recovers(daemon, "faultyt")
+
+
 def test_garbage_frame_is_invalid_response(daemon):
     daemon.deploy("faulty", testfn("faulty"))
     st, code, _ = error_of(daemon.invoke("faulty", "/garbage"))
