@@ -1345,10 +1345,11 @@ static void cg_attach_done(uv_work_t *req, int status)
         sf_cgroup_remove(p->cfg.cgroup, w->id);
     } else if (w->state == W_LOADING && w->kill == KILL_NONE &&
                !p->stopping) {
-        if (w->loaded_held)
+        /* Its first invocation goes now, before or after its LOADED (a
+         * held LOADED then finds it carrying one and makes it BUSY). */
+        predispatch(w);
+        if (w->loaded_held && !w->exited)
             finish_loaded(w);
-        else
-            predispatch(w);
     }
     w->loaded_held = false;
     worker_release(w);

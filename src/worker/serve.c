@@ -357,21 +357,96 @@ static int send_forked(int chan, int32_t status, pid_t pid, const int *fds)
 }
 
 /*
+ * Forks one instance with its own channel and output pipe. In the child
+ * (returns 0): tightens its sandbox, announces itself with LOADED on its
+ * channel (read by the daemon once it has adopted it) and goes on to serve
+ * on SF_IPC_FD. In the template: returns the child's pid with the daemon's
+ * ends in *sock and *out (non-blocking, to be passed with FORKED), or
+ * -errno.
+ */
+static pid_t fork_instance(pid_t self, int *sock, int *out)
+{
+    int sv[2], op[2];
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return -errno;
+    /* Its own stdout+stderr pipe, so the daemon can tell its output (and
+     * which invocation wrote it) from its siblings'. */
+    if (pipe2(op, O_CLOEXEC) < 0) {
+        int e = -errno;
+        close(sv[0]);
+        close(sv[1]);
+        return e;
+    }
+    pid = fork();
+    if (pid == 0) {
+        char err[512];
+        /* Die with the template (which dies with the daemon). The
+         * template outlives its children: the daemon retires it last. */
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != self)
+            _exit(70);
+        /* dup2 drops CLOEXEC and replaces the template's channel. */
+        if (dup2(sv[1], SF_IPC_FD) < 0 || dup2(op[1], 1) < 0 ||
+            dup2(op[1], 2) < 0)
+            _exit(70);
+        close(sv[0]);
+        close(sv[1]);
+        close(op[0]);
+        close(op[1]);
+        reset_input();
+        policy.allow_fork = false;
+        if (sf_sandbox_serve_stage(&policy, err, sizeof(err)) != 0) {
+            send_loaded(SF_IPC_FD, SF_LOAD_ERR_SANDBOX, err);
+            _exit(70);
+        }
+        if (send_loaded(SF_IPC_FD, SF_LOAD_OK, "") < 0)
+            _exit(0);
+        return 0;
+    }
+    close(sv[1]);
+    close(op[1]);
+    if (pid < 0) {
+        int e = -errno;
+        close(sv[0]);
+        close(op[0]);
+        return e;
+    }
+    /* The daemon's ends are non-blocking (libuv reads them, and so does
+     * its output drain); the child's stay blocking. */
+    fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    fcntl(op[0], F_SETFL, fcntl(op[0], F_GETFL) | O_NONBLOCK);
+    *sock = sv[0];
+    *out = op[0];
+    return pid;
+}
+
+/*
  * The template's loop. Answers each FORK with one child; the daemon sends
  * the next FORK only after it has handled this FORKED (so it can pidfd_open
  * the child before the template could reap it: zombies are reaped here, at
  * the next FORK). Returns 0 in a new child, whose IPC fd is then SF_IPC_FD;
  * returns < 0 in the template when it must exit (0 exit when the daemon
  * closed the channel is reported as -EPIPE).
+ *
+ * One child is kept forked ahead (the spare): a FORK is answered with it at
+ * once, and the next spare is forked after the answer, so the fork (page
+ * tables of everything init built) and the child's serve stage are not on
+ * the path of the invocation that needed a new instance. The spare counts
+ * against max_children; it is reaped, like any child, only here, so a pid
+ * handed to the daemon is never a reaped one. A spare that died is noticed
+ * when reaping and replaced.
  */
 static int template_loop(int chan)
 {
     uint32_t live = 0;
+    pid_t self = getpid(), spare = -1;
+    int spare_fds[2] = {-1, -1};
 
     for (;;) {
         sf_frame_hdr h;
-        int sv[2], out[2];
-        pid_t pid, self = getpid();
+        pid_t pid;
+        int fds[2];
         int r = read_input(chan, &h, sizeof(h));
 
         if (r < 0)
@@ -382,73 +457,50 @@ static int template_loop(int chan)
                    h.type);
             return -EPROTO;
         }
-        while ((pid = waitpid(-1, NULL, WNOHANG)) > 0)
+        while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
             live--;
-        if (live >= max_children) {
+            if (pid == spare) {
+                close(spare_fds[0]);
+                close(spare_fds[1]);
+                spare = -1;
+            }
+        }
+        if (spare > 0) {
+            pid = spare;
+            fds[0] = spare_fds[0];
+            fds[1] = spare_fds[1];
+            spare = -1;
+        } else if (live >= max_children) {
             r = send_forked(chan, -EAGAIN, 0, NULL);
             if (r < 0)
                 return r;
             continue;
-        }
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-            r = send_forked(chan, -errno, 0, NULL);
-            if (r < 0)
-                return r;
-            continue;
-        }
-        /* Its own stdout+stderr pipe, so the daemon can tell its output
-         * (and which invocation wrote it) from its siblings'. */
-        if (pipe2(out, O_CLOEXEC) < 0) {
-            r = send_forked(chan, -errno, 0, NULL);
-            close(sv[0]);
-            close(sv[1]);
-            if (r < 0)
-                return r;
-            continue;
-        }
-        pid = fork();
-        if (pid == 0) {
-            char err[512];
-            /* Die with the template (which dies with the daemon). The
-             * template outlives its children: the daemon retires it last. */
-            if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != self)
-                _exit(70);
-            /* dup2 drops CLOEXEC and replaces the template's channel. */
-            if (dup2(sv[1], SF_IPC_FD) < 0 || dup2(out[1], 1) < 0 ||
-                dup2(out[1], 2) < 0)
-                _exit(70);
-            close(sv[0]);
-            close(sv[1]);
-            close(out[0]);
-            close(out[1]);
-            reset_input();
-            policy.allow_fork = false;
-            if (sf_sandbox_serve_stage(&policy, err, sizeof(err)) != 0) {
-                send_loaded(SF_IPC_FD, SF_LOAD_ERR_SANDBOX, err);
-                _exit(70);
-            }
-            if (send_loaded(SF_IPC_FD, SF_LOAD_OK, "") < 0)
-                _exit(0);
-            return 0;
-        }
-        close(sv[1]);
-        close(out[1]);
-        if (pid < 0) {
-            int e = -errno;
-            r = send_forked(chan, e, 0, NULL);
         } else {
-            int fds[2] = {sv[0], out[0]};
+            pid = fork_instance(self, &fds[0], &fds[1]);
+            if (pid == 0)
+                return 0;
+            if (pid < 0) {
+                r = send_forked(chan, pid, 0, NULL);
+                if (r < 0)
+                    return r;
+                continue;
+            }
             live++;
-            /* The daemon's ends are non-blocking (libuv reads them, and
-             * so does its output drain); the child's stay blocking. */
-            fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
-            fcntl(out[0], F_SETFL, fcntl(out[0], F_GETFL) | O_NONBLOCK);
-            r = send_forked(chan, 0, pid, fds);
         }
-        close(sv[0]);
-        close(out[0]);
+        r = send_forked(chan, 0, pid, fds);
+        close(fds[0]);
+        close(fds[1]);
         if (r < 0)
             return r;
+        if (live < max_children) {
+            pid = fork_instance(self, &spare_fds[0], &spare_fds[1]);
+            if (pid == 0)
+                return 0;
+            if (pid > 0) {
+                spare = pid;
+                live++;
+            }
+        }
     }
 }
 
