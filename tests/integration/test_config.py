@@ -203,7 +203,9 @@ def test_sighup_applies_reloadable_keys_and_reports_the_rest(tmp_path):
     with open(log, "wb") as lf:
         p = subprocess.Popen([SOFAASD, "--config", path], stderr=lf)
     try:
-        wait_ok("http://127.0.0.1:%d/healthz" % port, p)
+        # Ready, not only alive: SIGHUP is ignored while starting, and a
+        # worker exists (as a child) before it has said HELLO.
+        wait_ok("http://127.0.0.1:%d/readyz" % port, p)
         wait_for(lambda: len(children(p.pid)) == 1, "1 worker")
 
         cfg["pool"]["generic_min"] = 3
