@@ -357,6 +357,27 @@ static int send_forked(int chan, int32_t status, pid_t pid, const int *fds)
 }
 
 /*
+ * A forked child shares every page with its template copy-on-write, so its
+ * first invocation takes a fault for each page it writes: the input
+ * buffer, the stack, the allocator's arena. A spare takes them before it
+ * is handed over (measured on slow-init: first invocation 0.42 ms against
+ * 0.05 ms warm). What the function itself writes is left to it.
+ */
+static void prefault(void)
+{
+    volatile char stack[64 << 10];
+    void *heap = malloc(64 << 10);
+
+    memset(inbuf, 0, sizeof(inbuf));
+    for (size_t i = 0; i < sizeof(stack); i += 4096)
+        stack[i] = 0;
+    if (heap != NULL) {
+        memset(heap, 0, 64 << 10);
+        free(heap);
+    }
+}
+
+/*
  * Forks one instance with its own channel and output pipe. In the child
  * (returns 0): tightens its sandbox, announces itself with LOADED on its
  * channel (read by the daemon once it has adopted it) and goes on to serve
@@ -364,7 +385,7 @@ static int send_forked(int chan, int32_t status, pid_t pid, const int *fds)
  * ends in *sock and *out (non-blocking, to be passed with FORKED), or
  * -errno.
  */
-static pid_t fork_instance(pid_t self, int *sock, int *out)
+static pid_t fork_instance(pid_t self, bool spare, int *sock, int *out)
 {
     int sv[2], op[2];
     pid_t pid;
@@ -402,6 +423,8 @@ static pid_t fork_instance(pid_t self, int *sock, int *out)
         }
         if (send_loaded(SF_IPC_FD, SF_LOAD_OK, "") < 0)
             _exit(0);
+        if (spare)
+            prefault();
         return 0;
     }
     close(sv[1]);
@@ -476,7 +499,7 @@ static int template_loop(int chan)
                 return r;
             continue;
         } else {
-            pid = fork_instance(self, &fds[0], &fds[1]);
+            pid = fork_instance(self, false, &fds[0], &fds[1]);
             if (pid == 0)
                 return 0;
             if (pid < 0) {
@@ -493,7 +516,7 @@ static int template_loop(int chan)
         if (r < 0)
             return r;
         if (live < max_children) {
-            pid = fork_instance(self, &spare_fds[0], &spare_fds[1]);
+            pid = fork_instance(self, true, &spare_fds[0], &spare_fds[1]);
             if (pid == 0)
                 return 0;
             if (pid > 0) {
