@@ -1352,8 +1352,7 @@ static void cg_attach_done(uv_work_t *req, int status)
     p->cg_move_us = sf_mono_us();
     if (w->state == W_DEAD) {
         sf_cgroup_remove(p->cfg.cgroup, w->id);
-    } else if (w->state == W_LOADING && w->kill == KILL_NONE &&
-               !p->stopping) {
+    } else if (w->state == W_LOADING && w->kill == KILL_NONE && !p->stopping) {
         /* Its first invocation goes now, before or after its LOADED (a
          * held LOADED then finds it carrying one and makes it BUSY). */
         predispatch(w);
@@ -1699,8 +1698,8 @@ static int spawn_worker(sf_pool *p, validation *val)
         else
             env[++ne] = cgenv;
         free(procs);
-        if (sf_cgroup_set_memory(p->cfg.cgroup, w->id,
-                                 SF_FN_MEMORY_DEFAULT) == 0)
+        if (sf_cgroup_set_memory(p->cfg.cgroup, w->id, SF_FN_MEMORY_DEFAULT) ==
+            0)
             w->cg_memory_mb = SF_FN_MEMORY_DEFAULT;
     }
     env[++ne] = NULL;

@@ -759,16 +759,16 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
     }
     if (sf_seccomp_load_filter(&so, err, errlen) < 0)
         goto fail;
-    SF_DEBUG("msg=\"sandbox in force\" stage=load uid=%u gid=%u userns=%d "
-             "mntns=%d netns=%d ipcns=%d utsns=%d landlock_abi=%d "
-             "seccomp=1 network=%d allow_fork=%d ns_us=%llu ids_us=%llu "
-             "landlock_us=%llu seccomp_us=%llu",
-             getuid(), getgid(), !!(ns & CLONE_NEWUSER), !!(ns & CLONE_NEWNS),
-             !!(ns & CLONE_NEWNET), !!(ns & CLONE_NEWIPC),
-             !!(ns & CLONE_NEWUTS), abi, p->network, p->allow_fork,
-             (unsigned long long)(t_ns - t0), (unsigned long long)(t_ids - t_ns),
-             (unsigned long long)(t_ll - t_ids),
-             (unsigned long long)(now_us() - t_ll));
+    SF_DEBUG(
+        "msg=\"sandbox in force\" stage=load uid=%u gid=%u userns=%d "
+        "mntns=%d netns=%d ipcns=%d utsns=%d landlock_abi=%d "
+        "seccomp=1 network=%d allow_fork=%d ns_us=%llu ids_us=%llu "
+        "landlock_us=%llu seccomp_us=%llu",
+        getuid(), getgid(), !!(ns & CLONE_NEWUSER), !!(ns & CLONE_NEWNS),
+        !!(ns & CLONE_NEWNET), !!(ns & CLONE_NEWIPC), !!(ns & CLONE_NEWUTS),
+        abi, p->network, p->allow_fork, (unsigned long long)(t_ns - t0),
+        (unsigned long long)(t_ids - t_ns), (unsigned long long)(t_ll - t_ids),
+        (unsigned long long)(now_us() - t_ll));
     /* The artifact's directory may not be searchable by the new uid and
      * /tmp may now hide it: load it through the fd opened above. */
     snprintf(dlpath, dlpathlen, "/proc/self/fd/%d", afd);

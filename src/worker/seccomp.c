@@ -91,8 +91,8 @@ bool sf_seccomp_available(void)
     return syscall(SYS_seccomp, 2 /* SECCOMP_GET_ACTION_AVAIL */, 0, &act) == 0;
 }
 
-size_t sf_seccomp_program(unsigned variant, pid_t self,
-                          struct sock_filter *out, size_t cap)
+size_t sf_seccomp_program(unsigned variant, pid_t self, struct sock_filter *out,
+                          size_t cap)
 {
     const sf_bpf_prog *p;
 

@@ -85,8 +85,8 @@ int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err, size_t errlen);
  * cap too small. The loading functions above use it; exposed for the test
  * that compares it with libseccomp's own compilation.
  */
-size_t sf_seccomp_program(unsigned variant, pid_t self,
-                          struct sock_filter *out, size_t cap);
+size_t sf_seccomp_program(unsigned variant, pid_t self, struct sock_filter *out,
+                          size_t cap);
 
 /* True if this kernel can load a filter with SECCOMP_RET_TRAP. */
 bool sf_seccomp_available(void);

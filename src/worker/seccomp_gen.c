@@ -37,8 +37,10 @@ static int emit(FILE *out, unsigned v, size_t *maxlen)
         goto out;
     }
     if (la != lb) {
-        fprintf(stderr, "sofaas-seccomp-gen: variant %u: program length "
-                        "depends on the pid\n", v);
+        fprintf(stderr,
+                "sofaas-seccomp-gen: variant %u: program length "
+                "depends on the pid\n",
+                v);
         goto out;
     }
     for (size_t i = 0; i < la; i++) {
@@ -47,8 +49,10 @@ static int emit(FILE *out, unsigned v, size_t *maxlen)
         if (a[i].code != b[i].code || a[i].jt != b[i].jt ||
             a[i].jf != b[i].jf || a[i].k != PID_A || b[i].k != PID_B ||
             n == sizeof(at) / sizeof(*at)) {
-            fprintf(stderr, "sofaas-seccomp-gen: variant %u: instruction "
-                            "%zu differs other than by the pid\n", v, i);
+            fprintf(stderr,
+                    "sofaas-seccomp-gen: variant %u: instruction "
+                    "%zu differs other than by the pid\n",
+                    v, i);
             goto out;
         }
         at[n++] = (unsigned short)i;
@@ -57,8 +61,7 @@ static int emit(FILE *out, unsigned v, size_t *maxlen)
         fprintf(stderr, "sofaas-seccomp-gen: variant %u names no pid\n", v);
         goto out;
     }
-    fprintf(out, "static const struct sock_filter sf_bpf_%u[%zu] = {\n", v,
-            la);
+    fprintf(out, "static const struct sock_filter sf_bpf_%u[%zu] = {\n", v, la);
     for (size_t i = 0; i < la; i++)
         fprintf(out, "    {0x%04x, %u, %u, 0x%08x},\n", a[i].code, a[i].jt,
                 a[i].jf, a[i].k == PID_A ? 0u : a[i].k);
@@ -105,9 +108,10 @@ int main(int argc, char **argv)
     fprintf(out, "static const sf_bpf_prog sf_bpf_progs[%d] = {\n",
             SF_SECCOMP_VARIANTS);
     for (unsigned v = 0; v < SF_SECCOMP_VARIANTS; v++)
-        fprintf(out, "    {sf_bpf_%u, sizeof(sf_bpf_%u) / sizeof(*sf_bpf_%u), "
-                     "sf_bpf_%u_pid, sizeof(sf_bpf_%u_pid) / "
-                     "sizeof(*sf_bpf_%u_pid)},\n",
+        fprintf(out,
+                "    {sf_bpf_%u, sizeof(sf_bpf_%u) / sizeof(*sf_bpf_%u), "
+                "sf_bpf_%u_pid, sizeof(sf_bpf_%u_pid) / "
+                "sizeof(*sf_bpf_%u_pid)},\n",
                 v, v, v, v, v, v);
     fprintf(out, "};\n");
     if (fclose(out) != 0 || rename(tmp, argv[1]) != 0) {

@@ -22,7 +22,7 @@
  * caller frees. Returns 0 or -errno with err written.
  */
 int sf_seccomp_rules_compile(unsigned variant, pid_t self,
-                             struct sock_filter **prog, size_t *len,
-                             char *err, size_t errlen);
+                             struct sock_filter **prog, size_t *len, char *err,
+                             size_t errlen);
 
 #endif
