@@ -630,6 +630,18 @@ static int prepare_insert(sqlite3 *db, const sf_meter_config *c, int n,
     return 0;
 }
 
+/* After a commit attempt started at t0: each record's status, the
+ * counters. Under dbmu (the counters are shared by loop and writer). */
+static void settle(sf_meter *m, rec *batch, int r, uint64_t t0)
+{
+    m->commit_us += sf_mono_us() - t0;
+    m->commits++;
+    for (rec *p = batch; p != NULL; p = p->next) {
+        p->status = r;
+        m->rows++;
+    }
+}
+
 static struct timespec mono_after(uint64_t us)
 {
     struct timespec ts;
@@ -690,12 +702,7 @@ static void *writer_main(void *arg)
             last_start = t0;
             pthread_mutex_lock(&m->dbmu);
             r = write_batch(m, batch);
-            m->commit_us += sf_mono_us() - t0;
-            m->commits++;
-            for (rec *p = batch; p != NULL; p = p->next) {
-                p->status = r;
-                m->rows++;
-            }
+            settle(m, batch, r, t0);
             pthread_mutex_unlock(&m->dbmu);
         }
         if (sf_wall_us() >= next_rollup) {
@@ -809,12 +816,7 @@ static void commit_inline(sf_meter *m)
                      "this batch\"");
             break;
         }
-        m->commit_us += sf_mono_us() - t0;
-        m->commits++;
-        for (rec *p = batch; p != NULL; p = p->next) {
-            p->status = r;
-            m->rows++;
-        }
+        settle(m, batch, r, t0);
         pthread_mutex_unlock(&m->dbmu);
         run_done(m, batch);
     }
