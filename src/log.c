@@ -85,20 +85,3 @@ void sf_log(enum sf_log_level level, const char *fmt, ...)
     line[n++] = '\n';
     (void)!write(STDERR_FILENO, line, n);
 }
-
-void sf_log_raw_safe(enum sf_log_level level, const char *msg)
-{
-    char line[512];
-    size_t n = 0;
-    const char *parts[] = {journal ? level_prio[level] : "", tag,
-                           " level=", level_names[level], " ", msg, "\n"};
-
-    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
-        size_t l = strlen(parts[i]);
-        if (l > sizeof(line) - n)
-            l = sizeof(line) - n;
-        memcpy(line + n, parts[i], l);
-        n += l;
-    }
-    (void)!write(STDERR_FILENO, line, n);
-}

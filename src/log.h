@@ -3,8 +3,7 @@
  *
  * One line per event: "LEVEL msg key=value ...". When JOURNAL_STREAM is set
  * (stderr goes to journald) each line is prefixed with a syslog priority
- * ("<3>", "<4>", "<6>", "<7>") so the journal keeps levels. sf_log_raw_safe is
- * async-signal-safe for signal and crash paths.
+ * ("<3>", "<4>", "<6>", "<7>") so the journal keeps levels.
  */
 #ifndef SF_LOG_H
 #define SF_LOG_H
@@ -27,9 +26,6 @@ int sf_log_parse_level(const char *s, enum sf_log_level *out);
 
 void sf_log(enum sf_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
-
-/* Async-signal-safe: writes msg (no formatting) as one line to stderr. */
-void sf_log_raw_safe(enum sf_log_level level, const char *msg);
 
 #define SF_ERR(...) sf_log(SF_LOG_ERROR, __VA_ARGS__)
 #define SF_WARN(...) sf_log(SF_LOG_WARN, __VA_ARGS__)
