@@ -490,8 +490,6 @@ static bool hop_by_hop(const sofaas_header *h)
     return false;
 }
 
-/* Appends the caller's headers (minus hop-by-hop ones) and the blank line
- * that ends the header block. Returns 0 or -ENOMEM. */
 static int append_str(sf_buf *out, const char *s)
 {
     return sf_buf_append(out, s, strlen(s));
@@ -504,6 +502,8 @@ static int append_uint(sf_buf *out, uint64_t v)
     return sf_buf_append(out, d, sf_fmt_u64(v, d));
 }
 
+/* Appends the caller's headers (minus hop-by-hop ones) and the blank line
+ * that ends the header block. Returns 0 or -ENOMEM. */
 static int append_headers(sf_buf *out, const sofaas_header *hdrs,
                           size_t nhdrs)
 {
