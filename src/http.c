@@ -986,20 +986,15 @@ static void on_conn_timer(uv_timer_t *t)
         conn_close(c);
         break;
     case PHASE_HEADERS:
-        /* Before the answer: once written it starts the linger, which
-         * reads again (maybe at once, inside the call). */
-        uv_read_stop((uv_stream_t *)&c->tcp);
-        c->reading = false;
-        refuse_and_close(c, 408, "request_timeout",
-                         "request headers not received in time");
-        break;
     case PHASE_BODY:
-        /* Before the answer: once written it starts the linger, which
-         * reads again (maybe at once, inside the call). */
+        /* Stop reading before the answer: once written it starts the
+         * linger, which reads again (maybe at once, inside the call). */
         uv_read_stop((uv_stream_t *)&c->tcp);
         c->reading = false;
         refuse_and_close(c, 408, "request_timeout",
-                         "request body not received in time");
+                         c->phase == PHASE_HEADERS
+                             ? "request headers not received in time"
+                             : "request body not received in time");
         break;
     case PHASE_ACTIVE:
         break;
