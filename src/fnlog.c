@@ -2,11 +2,13 @@
  * fnlog.c - capture, storage and fan-out of function output (see fnlog.h).
  *
  * Lines wait in memory (pending) until the flush timer writes them in one
- * transaction; a query flushes first so it always sees everything emitted
- * so far. Pending memory is capped (SF_FNLOG_PENDING_MAX): past it lines are
+ * transaction; a query flushes first so it sees everything emitted so far
+ * (unless the database is busy, see below). Pending memory is capped (SF_FNLOG_PENDING_MAX): past it lines are
  * dropped and counted, and the next flush logs how many, because a stalled
- * disk must not grow the daemon without bound. Retention runs once a minute
- * and deletes rows older than retention_s.
+ * disk must not grow the daemon without bound. A flush never waits on a
+ * busy database (SF_FNLOG_BUSY_MS): its lines stay pending for the next
+ * one. Retention runs once a minute and deletes rows older than
+ * retention_s.
  */
 #include "fnlog.h"
 
@@ -16,10 +18,15 @@
 #include <string.h>
 
 #include "log.h"
+#include "registry.h"
 #include "util.h"
 
 #define SF_FNLOG_PENDING_MAX (8u << 20)
 #define SF_FNLOG_RETENTION_EVERY_MS 60000
+/* The loop waits at most this long for SQLite's write lock; if another
+ * connection holds it (the meter's writer, an operator's sqlite3 shell),
+ * lines stay pending and the flush timer tries again. */
+#define SF_FNLOG_BUSY_MS 2
 
 typedef struct row {
     int64_t ts_us;
@@ -163,14 +170,38 @@ static cJSON *row_json(int64_t id, const row *r)
     return j;
 }
 
-static int flush(sf_fnlog *l)
+static void on_flush_timer(uv_timer_t *t);
+
+/*
+ * Writes the pending lines in one transaction. Unless wait is set (at
+ * shutdown), it never waits on the database for more than SF_FNLOG_BUSY_MS:
+ * when the write lock is taken elsewhere the lines stay pending (within
+ * SF_FNLOG_PENDING_MAX) and the timer retries, so a held lock never stalls
+ * the loop. Returns 0, -EBUSY (kept for later) or -EIO (lines dropped).
+ */
+static int flush_lines(sf_fnlog *l, bool wait)
 {
-    int rc = 0;
+    int rc = 0, b;
     char *err = NULL;
 
     if (l->n_pending == 0)
         goto dropped;
-    if (sqlite3_exec(l->db, "BEGIN", NULL, NULL, &err) != SQLITE_OK) {
+    if (!wait)
+        sqlite3_busy_timeout(l->db, SF_FNLOG_BUSY_MS);
+    b = sqlite3_exec(l->db, "BEGIN IMMEDIATE", NULL, NULL, &err);
+    if (!wait)
+        sqlite3_busy_timeout(l->db, SF_REGISTRY_BUSY_MS);
+    if (b == SQLITE_BUSY) {
+        sqlite3_free(err);
+        SF_DEBUG("msg=\"database busy, function log lines kept for the next "
+                 "flush\" lines=%zu",
+                 l->n_pending);
+        if (!uv_is_active((uv_handle_t *)&l->flush_timer))
+            uv_timer_start(&l->flush_timer, on_flush_timer,
+                           SF_FNLOG_FLUSH_MS, 0);
+        return -EBUSY;
+    }
+    if (b != SQLITE_OK) {
         SF_ERR("msg=\"cannot store function logs\" error=\"%s\" lines=%zu",
                err ? err : "?", l->n_pending);
         sqlite3_free(err);
@@ -221,6 +252,11 @@ dropped:
     return rc;
 }
 
+static int flush(sf_fnlog *l)
+{
+    return flush_lines(l, false);
+}
+
 static void on_flush_timer(uv_timer_t *t)
 {
     flush(t->data);
@@ -229,13 +265,21 @@ static void on_flush_timer(uv_timer_t *t)
 static void retention(sf_fnlog *l)
 {
     sqlite3_stmt *st;
+    int rc;
     int64_t cutoff = sf_wall_us() - l->retention_s * 1000000;
 
     if (sqlite3_prepare_v2(l->db, "DELETE FROM function_logs WHERE ts < ?", -1,
                            &st, NULL) != SQLITE_OK)
         return;
     sqlite3_bind_int64(st, 1, cutoff);
-    if (sqlite3_step(st) != SQLITE_DONE)
+    /* Like a flush, never a long wait on the loop: a busy database skips
+     * this round (the next one deletes the same rows). */
+    sqlite3_busy_timeout(l->db, SF_FNLOG_BUSY_MS);
+    rc = sqlite3_step(st);
+    sqlite3_busy_timeout(l->db, SF_REGISTRY_BUSY_MS);
+    if (rc == SQLITE_BUSY)
+        SF_DEBUG("msg=\"database busy, function log retention skipped\"");
+    else if (rc != SQLITE_DONE)
         SF_WARN("msg=\"function log retention failed\" error=\"%s\"",
                 sqlite3_errmsg(l->db));
     else if (sqlite3_changes(l->db) > 0)
@@ -452,7 +496,7 @@ void sf_fnlog_free(sf_fnlog *l)
 {
     if (l == NULL)
         return;
-    flush(l);
+    flush_lines(l, true); /* at shutdown, waiting is right */
     sqlite3_finalize(l->ins);
     free(l->pending);
     while (l->followers != NULL) {

@@ -322,7 +322,7 @@ int sf_registry_open(const char *state_dir, sf_registry **out)
         e = -EIO;
         goto fail;
     }
-    sqlite3_busy_timeout(r->db, 5000);
+    sqlite3_busy_timeout(r->db, SF_REGISTRY_BUSY_MS);
     if (exec(r->db, "PRAGMA journal_mode=WAL") < 0 ||
         exec(r->db, "PRAGMA synchronous=NORMAL") < 0 ||
         exec(r->db, "PRAGMA foreign_keys=ON") < 0) {

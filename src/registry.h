@@ -10,6 +10,11 @@
 #ifndef SF_REGISTRY_H
 #define SF_REGISTRY_H
 
+/* How long the registry's connection (the loop's) waits for SQLite's write
+ * lock before an operation fails. Callers on hot paths lower it around
+ * their own writes (fnlog.c) and restore it. */
+#define SF_REGISTRY_BUSY_MS 5000
+
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
 #include <stdbool.h>

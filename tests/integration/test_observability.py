@@ -6,6 +6,7 @@ import os
 import re
 import socket
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -570,3 +571,48 @@ def test_metrics_gauges_show_queue_and_busy_workers(daemon_factory):
                   function="sleepy", status="ok") == 3
     assert sample(fams, "sofaas_workers", "sofaas_workers",
                   state="busy") == 0
+
+
+def test_a_held_database_lock_keeps_function_logs(daemon):
+    """Another connection holds SQLite's write lock for longer than the
+    registry connection's 5 s busy timeout. A flush that waited on the
+    lock would stall the loop and then drop the lines; they must instead
+    stay pending, the gateway keep answering, and every line be stored
+    once the lock is released."""
+    daemon.deploy("chatty", testfn("chatty"))
+    assert daemon.invoke("chatty").status_code == 200
+    lock = sqlite3.connect(os.path.join(daemon.state_dir, "sofaas.db"))
+    lock.isolation_level = None
+    lock.execute("BEGIN IMMEDIATE")
+    result = {}
+
+    def call():
+        r = daemon.invoke("chatty", params={"n": "3"})
+        result["status"] = r.status_code
+        result["rid"] = r.headers.get("X-Request-Id")
+
+    t = threading.Thread(target=call)
+    t.start()
+    try:
+        for _ in range(600):  # the function has run and its output was read
+            fams, _ = metrics(daemon)
+            if sample(fams, "sofaas_invocations", "sofaas_invocations_total",
+                      function="chatty", status="ok") == 2:
+                break
+            time.sleep(0.05)
+        time.sleep(6)  # past the 5 s busy timeout, with flushes retrying
+        health = requests.get(daemon.url("/healthz"), timeout=60)
+        answered_while_locked = "status" not in result
+        assert health.status_code == 200
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+    t.join(60)
+    assert answered_while_locked
+    assert result.get("status") == 200
+    lines = [x["message"] for x in logs(daemon, "chatty",
+                                        request_id=result["rid"])]
+    rid = result["rid"]
+    assert sorted(lines) == sorted(
+        ["out %d request %s" % (i, rid) for i in range(3)] +
+        ["err request %s" % rid]), lines
