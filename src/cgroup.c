@@ -281,6 +281,11 @@ int sf_cgroup_prepare(sf_cgroup *cg, uint64_t id)
     return e;
 }
 
+char *sf_cgroup_leaf_dir(sf_cgroup *cg, uint64_t id)
+{
+    return cg->mode == SF_CGROUP_NONE ? NULL : leaf_file(cg, id, NULL);
+}
+
 char *sf_cgroup_procs_path(sf_cgroup *cg, uint64_t id)
 {
     return cg->mode == SF_CGROUP_NONE ? NULL

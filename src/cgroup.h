@@ -47,8 +47,13 @@ char *sf_cgroup_procs_path(sf_cgroup *cg, uint64_t id);
 int sf_cgroup_set_memory(sf_cgroup *cg, uint64_t id, uint32_t memory_mb);
 /* True if the kernel OOM-killed a process of worker id's leaf. */
 bool sf_cgroup_oom_killed(sf_cgroup *cg, uint64_t id);
-/* Removes the (empty) leaf of worker id. */
+/* Removes the (empty) leaf of worker id. On cgroup v1 an rmdir can wait
+ * ~10-20 ms for the kernel: event-loop callers use sf_cgroup_leaf_dir and
+ * remove it from a thread (pool.c). */
 void sf_cgroup_remove(sf_cgroup *cg, uint64_t id);
+/* The leaf directory of worker id. Caller frees; NULL in SF_CGROUP_NONE
+ * mode or out of memory. */
+char *sf_cgroup_leaf_dir(sf_cgroup *cg, uint64_t id);
 /* Removes the daemon's worker root where possible. NULL-safe. */
 void sf_cgroup_free(sf_cgroup *cg);
 

@@ -7,10 +7,12 @@ generous deadline; nothing asserts on how long anything took.
 """
 import json
 import os
+import re
 import signal
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import example
@@ -469,3 +471,28 @@ def test_template_instances_output_is_tagged_per_request(daemon_factory):
                         headers=d.headers(), timeout=10).json()["logs"]
     init = [l for l in alll if l["message"] == "chatty init"]
     assert len(init) == 1 and init[0]["request_id"] is None
+
+
+def test_retired_instances_leave_no_cgroup_leaf(daemon):
+    """Each instance's memory cgroup leaf is removed after it retires (from
+    a thread: on cgroup v1 an rmdir can wait ~10-20 ms for the kernel)."""
+    m = re.search(r'worker memory cgroups active" mode=\S+ root=(\S+)',
+                  daemon.log())
+    if m is None:
+        pytest.skip("no worker memory cgroups on this host")
+    root = m.group(1)
+    daemon.deploy("recycled", example("hello"),
+                  params={"max_invocations_per_instance": "1"})
+    ids = set()
+    for _ in range(8):
+        r = daemon.invoke("recycled")
+        assert r.status_code == 200
+        ids.add(r.headers["X-Sofaas-Instance"])
+    assert len(ids) == 8  # each served once, then retired
+
+    def left():
+        return {i for i in ids if os.path.isdir(os.path.join(root, "w" + i))}
+    wait_for(lambda: not left(), "the retired instances' cgroup leaves "
+             "to be removed")
+    assert left() == set()
+    assert requests.get(daemon.url("/healthz"), timeout=10).status_code == 200
