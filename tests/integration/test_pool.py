@@ -481,6 +481,11 @@ def test_retired_instances_leave_no_cgroup_leaf(daemon):
     if m is None:
         pytest.skip("no worker memory cgroups on this host")
     root = m.group(1)
+    # A live instance has its leaf there (so the check below means something).
+    daemon.deploy("kept", example("hello"))
+    r = daemon.invoke("kept")
+    assert r.status_code == 200
+    assert os.path.isdir(os.path.join(root, "w" + r.headers["X-Sofaas-Instance"]))
     daemon.deploy("recycled", example("hello"),
                   params={"max_invocations_per_instance": "1"})
     ids = set()
