@@ -485,7 +485,8 @@ def test_retired_instances_leave_no_cgroup_leaf(daemon):
     daemon.deploy("kept", example("hello"))
     r = daemon.invoke("kept")
     assert r.status_code == 200
-    assert os.path.isdir(os.path.join(root, "w" + r.headers["X-Sofaas-Instance"]))
+    live = "w" + r.headers["X-Sofaas-Instance"]
+    assert os.path.isdir(os.path.join(root, live))
     daemon.deploy("recycled", example("hello"),
                   params={"max_invocations_per_instance": "1"})
     ids = set()
