@@ -968,6 +968,21 @@ out:
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* Statements, connections and locks: what open made and close ends. */
+static void release(sf_meter *m)
+{
+    sqlite3_finalize(m->ins);
+    sqlite3_finalize(m->ins_wide);
+    sqlite3_finalize(m->begin);
+    sqlite3_finalize(m->commit);
+    sqlite3_close(m->db);
+    sqlite3_close(m->ckdb);
+    pthread_mutex_destroy(&m->mu);
+    pthread_mutex_destroy(&m->dbmu);
+    pthread_cond_destroy(&m->cv);
+    pthread_cond_destroy(&m->ckcv);
+}
+
 int sf_meter_open(uv_loop_t *loop, const char *db_path,
                   const sf_meter_config *cfg, sf_meter **out)
 {
@@ -1078,16 +1093,7 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     *out = m;
     return 0;
 fail:
-    sqlite3_finalize(m->ins);
-    sqlite3_finalize(m->ins_wide);
-    sqlite3_finalize(m->begin);
-    sqlite3_finalize(m->commit);
-    sqlite3_close(m->db);
-    sqlite3_close(m->ckdb);
-    pthread_mutex_destroy(&m->mu);
-    pthread_mutex_destroy(&m->dbmu);
-    pthread_cond_destroy(&m->cv);
-    pthread_cond_destroy(&m->ckcv);
+    release(m);
     free(m);
     return r < 0 ? r : -EIO;
 }
@@ -1123,16 +1129,7 @@ void sf_meter_close(sf_meter *m)
             (unsigned long long)(m->commits ? m->commit_us / m->commits : 0),
             (unsigned long long)m->checkpoints);
     }
-    sqlite3_finalize(m->ins);
-    sqlite3_finalize(m->ins_wide);
-    sqlite3_finalize(m->begin);
-    sqlite3_finalize(m->commit);
-    sqlite3_close(m->db);
-    sqlite3_close(m->ckdb);
-    pthread_mutex_destroy(&m->mu);
-    pthread_mutex_destroy(&m->dbmu);
-    pthread_cond_destroy(&m->cv);
-    pthread_cond_destroy(&m->ckcv);
+    release(m);
     if (m->thread_started) {
         uv_close((uv_handle_t *)&m->check, NULL);
         uv_close((uv_handle_t *)&m->async, on_async_closed);
