@@ -4,9 +4,12 @@ Every test gets a real sofaasd started on an ephemeral port with a fresh
 state directory (tmp_path). Functions are the real .so files CMake built
 into build/examples and build/tests/functions.
 """
+import contextlib
 import os
 import socket
+import sqlite3
 import subprocess
+import threading
 import time
 
 import pytest
@@ -173,3 +176,44 @@ def raw_request(port, data, timeout=5, read_until_close=True):
         return b"".join(chunks)
     finally:
         s.close()
+
+
+@contextlib.contextmanager
+def db_write_lock(d):
+    """Holds SQLite's write lock on the daemon's database from another
+    connection (as an operator's sqlite3 shell in a transaction would)."""
+    lock = sqlite3.connect(os.path.join(d.state_dir, "sofaas.db"))
+    lock.isolation_level = None
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
+
+
+def invoke_in_background(d, name, params=None):
+    """Starts d.invoke(name) on a thread; returns (thread, result), result
+    filled with "status" and "rid" once the response arrived."""
+    result = {}
+
+    def call():
+        r = d.invoke(name, params=params)
+        result["status"] = r.status_code
+        result["rid"] = r.headers.get("X-Request-Id")
+
+    t = threading.Thread(target=call)
+    t.start()
+    return t, result
+
+
+def wait_invocations_ok(d, name, n):
+    """Waits until /metrics counts n successful invocations of name: the
+    daemon counts an invocation when the function answered, before it is
+    metered. Polls with a generous bound; never asserts on time."""
+    line = 'sofaas_invocations_total{function="%s",status="ok"} %d' % (name, n)
+    for _ in range(600):
+        if line in requests.get(d.url("/metrics"), timeout=60).text:
+            return
+        time.sleep(0.05)
+    raise AssertionError("the daemon never counted: " + line)

@@ -12,7 +12,8 @@ import uuid
 
 import requests
 
-from conftest import testfn
+from conftest import db_write_lock, invoke_in_background, testfn
+from conftest import wait_invocations_ok
 
 PRICE_REQ = 200000           # picos: $0.20 per million requests
 PRICE_GBS = 16666700         # picos: $0.0000166667 per GB-second
@@ -523,36 +524,14 @@ def test_a_held_database_lock_never_stalls_the_gateway(daemon):
     the invocation is answered and recorded exactly once."""
     daemon.deploy("echo", testfn("sleepy"))
     assert daemon.invoke("echo", params={"ms": "0"}).status_code == 200
-    lock = db_of(daemon)
-    lock.isolation_level = None
-    lock.execute("BEGIN IMMEDIATE")
-    result = {}
-
-    def call():
-        r = daemon.invoke("echo", params={"ms": "0"})
-        result["status"] = r.status_code
-        result["rid"] = r.headers.get("X-Request-Id")
-
-    def ran():
-        m = requests.get(daemon.url("/metrics"), timeout=60).text
-        return 'sofaas_invocations_total{function="echo",status="ok"} 2' in m
-
-    t = threading.Thread(target=call)
-    t.start()
-    try:
+    with db_write_lock(daemon):
+        t, result = invoke_in_background(daemon, "echo", {"ms": "0"})
         # The function has run (the daemon counts it before metering it):
         # its response now waits for the row, which cannot be written.
-        for _ in range(600):
-            if ran():
-                break
-            time.sleep(0.05)
-        assert ran()
+        wait_invocations_ok(daemon, "echo", 2)
         health = requests.get(daemon.url("/healthz"), timeout=60)
         answered_while_locked = "status" not in result
         assert health.status_code == 200
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     t.join(60)
     assert answered_while_locked, "the invocation was answered before " \
         "its row could be written"

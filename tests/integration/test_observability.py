@@ -13,7 +13,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import example, testfn
+from conftest import db_write_lock, example, invoke_in_background, testfn
+from conftest import wait_invocations_ok
 
 TRACE_RE = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -581,32 +582,13 @@ def test_a_held_database_lock_keeps_function_logs(daemon):
     once the lock is released."""
     daemon.deploy("chatty", testfn("chatty"))
     assert daemon.invoke("chatty").status_code == 200
-    lock = sqlite3.connect(os.path.join(daemon.state_dir, "sofaas.db"))
-    lock.isolation_level = None
-    lock.execute("BEGIN IMMEDIATE")
-    result = {}
-
-    def call():
-        r = daemon.invoke("chatty", params={"n": "3"})
-        result["status"] = r.status_code
-        result["rid"] = r.headers.get("X-Request-Id")
-
-    t = threading.Thread(target=call)
-    t.start()
-    try:
-        for _ in range(600):  # the function has run and its output was read
-            fams, _ = metrics(daemon)
-            if sample(fams, "sofaas_invocations", "sofaas_invocations_total",
-                      function="chatty", status="ok") == 2:
-                break
-            time.sleep(0.05)
+    with db_write_lock(daemon):
+        t, result = invoke_in_background(daemon, "chatty", {"n": "3"})
+        wait_invocations_ok(daemon, "chatty", 2)  # output read by now
         time.sleep(6)  # past the 5 s busy timeout, with flushes retrying
         health = requests.get(daemon.url("/healthz"), timeout=60)
         answered_while_locked = "status" not in result
         assert health.status_code == 200
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     t.join(60)
     assert answered_while_locked
     assert result.get("status") == 200
