@@ -283,6 +283,8 @@ struct sf_meter {
     sqlite3_stmt *ins;      /* one row */
     sqlite3_stmt *ins_wide; /* INSERT_WIDE rows */
     sqlite3_stmt *begin, *commit; /* prepared once: parsed per commit before */
+    sqlite3_stmt *lag_set;        /* raises meter_state's seq_lag_us */
+    int64_t lag_stored; /* seq_lag_us as committed (under dbmu) */
 
     pthread_t thread;
     bool thread_started;
@@ -399,7 +401,7 @@ static int load_spend(sf_meter *m)
     static const char sql[] =
         "SELECT function, SUM(c) FROM ("
         " SELECT function, cost_pico AS c FROM invocations"
-        "  WHERE start_us >= ?1 AND currency = ?2"
+        "  WHERE seq >= ?1 AND start_us >= ?1 AND currency = ?2"
         " UNION ALL SELECT function, cost_pico FROM usage_hourly"
         "  WHERE hour_us >= ?1 AND currency = ?2) GROUP BY function";
     sqlite3_stmt *st;
@@ -436,12 +438,15 @@ static int load_last_id(sf_meter *m)
     if (sqlite3_prepare_v2(m->db,
                            "SELECT MAX(COALESCE((SELECT MAX(seq) FROM "
                            "invocations), 0), COALESCE((SELECT value FROM "
-                           "meter_state WHERE key = 'last_rolled_seq'), 0))",
+                           "meter_state WHERE key = 'last_rolled_seq'), 0)),"
+                           " " SF_METER_SEQ_LAG_SQL,
                            -1, &st, NULL) != SQLITE_OK)
         return -EIO;
     rc = sqlite3_step(st);
-    if (rc == SQLITE_ROW)
+    if (rc == SQLITE_ROW) {
         m->last_id = sqlite3_column_int64(st, 0);
+        m->lag_stored = sqlite3_column_int64(st, 1);
+    }
     sqlite3_finalize(st);
     return rc == SQLITE_ROW ? 0 : -EIO;
 }
@@ -567,10 +572,14 @@ static int step_once(sqlite3_stmt *st)
 static int write_batch(sf_meter *m, rec *head)
 {
     int r = 0, left = 0;
+    int64_t lag = m->lag_stored;
     rec *p = head;
 
-    for (rec *q = head; q != NULL; q = q->next)
+    for (rec *q = head; q != NULL; q = q->next) {
+        if (q->id - q->start_us > lag)
+            lag = q->id - q->start_us;
         left++;
+    }
     if ((r = step_once(m->begin)) < 0) {
         if (r == -EBUSY)
             return r; /* the caller may retry elsewhere; nothing written */
@@ -583,8 +592,14 @@ static int write_batch(sf_meter *m, rec *head)
         r = insert_rows(m, n == 1 ? m->ins : m->ins_wide, &p, n);
         left -= n;
     }
-    if (r == 0 && step_once(m->commit) == 0)
+    if (r == 0 && lag > m->lag_stored) {
+        sqlite3_bind_int64(m->lag_set, 1, lag);
+        r = step_once(m->lag_set) == 0 ? 0 : -EIO;
+    }
+    if (r == 0 && step_once(m->commit) == 0) {
+        m->lag_stored = lag;
         return 0;
+    }
     if (r == 0)
         SF_ERR("msg=\"meter cannot commit\" error=\"%s\"",
                sqlite3_errmsg(m->db));
@@ -868,7 +883,8 @@ int64_t sf_meter_rollup(sf_meter *m, int64_t now_us, unsigned max_batches,
         "  SUM(billed_ms), SUM(billed_ms * memory_mb), SUM(cost_pico),"
         "  SUM(bytes_in), SUM(bytes_out), SUM(duration_us)"
         " FROM invocations WHERE seq IN (SELECT seq FROM invocations"
-        "  WHERE start_us < ?1 ORDER BY seq LIMIT ?2)"
+        "  WHERE seq < ?1 + " SF_METER_SEQ_LAG_SQL " AND start_us < ?1"
+        "  ORDER BY seq LIMIT ?2)"
         " GROUP BY 1, 2, 3"
         " ON CONFLICT (function, hour_us, currency) DO UPDATE SET"
         "  invocations = invocations + excluded.invocations,"
@@ -891,11 +907,13 @@ int64_t sf_meter_rollup(sf_meter *m, int64_t now_us, unsigned max_batches,
     static const char mark_sql[] =
         "INSERT INTO meter_state (key, value) SELECT 'last_rolled_seq', m"
         " FROM (SELECT MAX(seq) AS m FROM (SELECT seq FROM invocations"
-        "  WHERE start_us < ?1 ORDER BY seq LIMIT ?2)) WHERE m IS NOT NULL"
+        "  WHERE seq < ?1 + " SF_METER_SEQ_LAG_SQL " AND start_us < ?1"
+        "  ORDER BY seq LIMIT ?2)) WHERE m IS NOT NULL"
         " ON CONFLICT (key) DO UPDATE SET value = MAX(value, excluded.value)";
     static const char del_sql[] =
         "DELETE FROM invocations WHERE seq IN (SELECT seq FROM invocations"
-        " WHERE start_us < ?1 ORDER BY seq LIMIT ?2)";
+        " WHERE seq < ?1 + " SF_METER_SEQ_LAG_SQL " AND start_us < ?1"
+        " ORDER BY seq LIMIT ?2)";
     int64_t cutoff = now_us - (int64_t)m->cfg.retention_days * DAY_US;
     sqlite3_stmt *agg = NULL, *mark = NULL, *del = NULL;
     int64_t total = 0;
@@ -975,6 +993,7 @@ static void release(sf_meter *m)
     sqlite3_finalize(m->ins_wide);
     sqlite3_finalize(m->begin);
     sqlite3_finalize(m->commit);
+    sqlite3_finalize(m->lag_set);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
@@ -1033,7 +1052,13 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
                            SQLITE_PREPARE_PERSISTENT, &m->begin,
                            NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(m->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
-                           &m->commit, NULL) != SQLITE_OK)
+                           &m->commit, NULL) != SQLITE_OK ||
+        sqlite3_prepare_v3(m->db,
+                           "INSERT INTO meter_state (key, value)"
+                           " VALUES ('seq_lag_us', ?1) ON CONFLICT (key)"
+                           " DO UPDATE SET value = MAX(value, excluded.value)",
+                           -1, SQLITE_PREPARE_PERSISTENT, &m->lag_set,
+                           NULL) != SQLITE_OK)
         goto fail;
     /* Reconcile: WAL recovery already rolled back any uncommitted batch
      * (its clients got no answer, see docs/metering.md); finish the
@@ -1168,6 +1193,24 @@ const sf_meter_config *sf_meter_config_of(const sf_meter *m)
 
 /* ---- recording and budgets ---------------------------------------------- */
 
+/*
+ * Invocation ids: seq = MAX(start_us, previous seq + 1). Unique and
+ * increasing like a counter, and never below the row's start time, so a
+ * time range is a rowid range (the table needs no start_us index, which
+ * cost one more page written per commit). seq - start_us, the lag, grows
+ * when invocations finish out of start order or the clock steps back; its
+ * largest value is kept in meter_state (seq_lag_us), raised in the same
+ * transaction as the row that needs it, so a query for start_us < T reads
+ * seq < T + lag and misses nothing (docs/metering.md).
+ */
+static int64_t next_id(sf_meter *m, int64_t start_us)
+{
+    int64_t id = start_us > m->last_id ? start_us : m->last_id + 1;
+
+    m->last_id = id;
+    return id;
+}
+
 static void budget_warn(sf_meter *m, spend *s, const sf_meter_rec *in)
 {
     int level;
@@ -1217,7 +1260,8 @@ void sf_meter_record(sf_meter *m, const sf_meter_rec *in, sf_meter_done_cb cb,
         cb(ctx, -ENOMEM, billed_ms);
         return;
     }
-    r->id = ++m->last_id;
+    /* Invocation ids follow the clock: see next_id. */
+    r->id = next_id(m, in->start_us);
     sf_strlcpy(r->request_id, in->request_id, sizeof(r->request_id));
     sf_strlcpy(r->function, in->function, sizeof(r->function));
     if (in->tenant != NULL) {

@@ -59,6 +59,12 @@ typedef struct sf_meter_config {
     uint32_t rollup_interval_s; /* how often the writer checks retention */
 } sf_meter_config;
 
+/* The largest seq - start_us of any row (meter.c, next_id): rows with
+ * start_us < T all have seq < T + this, so a time range is a rowid range. */
+#define SF_METER_SEQ_LAG_SQL                                                  \
+    "(SELECT COALESCE(MAX(value), 0) FROM meter_state"                        \
+    " WHERE key = 'seq_lag_us')"
+
 #define SF_METER_RETENTION_DEFAULT 30
 #define SF_METER_COMMIT_INTERVAL_DEFAULT 300
 #define SF_METER_PRICE_REQUEST_MAX (1000 * SF_PICO_PER_UNIT)

@@ -121,6 +121,25 @@ static const char *const migrations[] = {
     "  PRIMARY KEY (function, hour_us, currency)"
     ");"
     "CREATE TABLE meter_state (key TEXT PRIMARY KEY, value INTEGER);",
+    /* 4: invocation ids follow the clock (meter.c, "Invocation ids"):
+     * seq >= start_us, so time ranges are rowid ranges and the start_us
+     * index, one more page written by every commit, goes. Old rows are
+     * renumbered in start order with the same rule the meter uses
+     * (seq = MAX(start_us, previous seq + 1)); negating first keeps every
+     * intermediate state unique. seq_lag_us bounds seq - start_us. */
+    "CREATE TEMP TABLE seq_map (old INTEGER PRIMARY KEY, new INTEGER);"
+    "INSERT INTO seq_map SELECT seq, rn + MAX(start_us - rn) OVER"
+    " (ORDER BY start_us, seq ROWS UNBOUNDED PRECEDING) FROM"
+    " (SELECT seq, start_us, ROW_NUMBER() OVER (ORDER BY start_us, seq)"
+    "  AS rn FROM invocations);"
+    "UPDATE invocations SET seq = -seq;"
+    "UPDATE invocations SET seq ="
+    " (SELECT new FROM seq_map WHERE old = -invocations.seq);"
+    "DROP TABLE seq_map;"
+    "DROP INDEX invocations_start;"
+    "INSERT INTO meter_state (key, value)"
+    " SELECT 'seq_lag_us', COALESCE(MAX(seq - start_us), 0) FROM invocations"
+    " WHERE true ON CONFLICT (key) DO UPDATE SET value = excluded.value;",
 };
 
 static int exec(sqlite3 *db, const char *sql)

@@ -334,7 +334,8 @@ static const char usage_sql[] =
     "  status = 'sandbox_violation' AS c5, status = 'throttled' AS c6,"
     "  status = 'rejected' AS c7, cold_start AS cold,"
     "  billed_ms * memory_mb AS mbms, cost_pico AS pico FROM invocations"
-    "  WHERE start_us >= ?1 AND start_us < ?2 AND currency = ?3"
+    "  WHERE seq >= ?1 AND seq < ?2 + " SF_METER_SEQ_LAG_SQL
+    "  AND start_us >= ?1 AND start_us < ?2 AND currency = ?3"
     "  AND (?4 IS NULL OR function = ?4)"
     " UNION ALL"
     " SELECT function, hour_us, invocations, n_ok, n_function_error,"

@@ -35,6 +35,19 @@ def rows(d, where="1", args=()):
         db.close()
 
 
+def age_first(db, n, days):
+    """Makes the n first rows (by id) look as if they ran `days` earlier.
+    Ids follow the clock (seq >= start_us), so both move, as they would
+    have for rows written then. Returns their ids."""
+    shift = days * 86400000000
+    seqs = [r[0] for r in db.execute(
+        "SELECT seq FROM invocations ORDER BY seq LIMIT ?", (n,))]
+    for s in seqs:
+        db.execute("UPDATE invocations SET start_us = start_us - ?,"
+                   " seq = seq - ? WHERE seq = ?", (shift, shift, s))
+    return [s - shift for s in seqs]
+
+
 def ceil_div(a, b):
     return -(-a // b)
 
@@ -133,7 +146,11 @@ def test_usage_sums_equal_rows_and_csv_equals_json(daemon):
     drive_mixed(daemon)
     allrows = rows(daemon)
     assert len(allrows) == 11
-    assert [r["seq"] for r in allrows] == list(range(1, 12))
+    # ids: unique and never below their row's start time (they follow
+    # the clock; see test_time_ranges_find_rows_that_finished_late)
+    seqs = [r["seq"] for r in allrows]
+    assert len(set(seqs)) == 11
+    assert all(r["seq"] >= r["start_us"] for r in allrows)
     statuses = {r["request_id"]: r["status"] for r in allrows}
     assert sorted(statuses.values()).count("function_error") == 3
     assert list(statuses.values()).count("crashed") == 1
@@ -301,10 +318,8 @@ def test_retention_rollup_keeps_totals(daemon_factory):
     d.stop()
     # Age 7 of the 11 rows by 3 days (and one by 40) directly in the file.
     db = db_of(d)
-    db.execute("UPDATE invocations SET start_us = start_us - 3*86400000000"
-               " WHERE seq <= 7")
-    db.execute("UPDATE invocations SET start_us = start_us - 40*86400000000"
-               " WHERE seq = 1")
+    age_first(db, 7, 3)
+    age_first(db, 1, 40)
     db.commit()
     db.close()
     d.start()
@@ -451,23 +466,23 @@ def test_rollup_on_the_running_daemon_keeps_totals(daemon_factory):
     drive_mixed(d)
     db = db_of(d)
     db.execute("PRAGMA busy_timeout=10000")
-    db.execute("UPDATE invocations SET start_us = start_us - 5*86400000000"
-               " WHERE seq <= 6")
+    last = db.execute("SELECT MAX(seq) FROM invocations").fetchone()[0]
+    aged = age_first(db, 6, 5)
     db.commit()
     before = usage_all(d)
     deadline = time.time() + 30
     while time.time() < deadline:
         assert d.invoke("sleepy").status_code == 200
-        n = db.execute("SELECT COUNT(*) FROM invocations WHERE seq <= 6"
-                       ).fetchone()[0]
+        n = db.execute("SELECT COUNT(*) FROM invocations WHERE seq IN"
+                       " (%s)" % ",".join(map(str, aged))).fetchone()[0]
         if n == 0:
             break
         time.sleep(0.1)
     assert n == 0, "the running daemon never rolled the aged rows up"
     assert db.execute("SELECT SUM(invocations) FROM usage_hourly"
                       ).fetchone()[0] == 6
-    extra = db.execute("SELECT COUNT(*) FROM invocations WHERE seq > 11"
-                       ).fetchone()[0]
+    extra = db.execute("SELECT COUNT(*) FROM invocations WHERE seq > ?",
+                       (last,)).fetchone()[0]
     db.close()
     after = usage_all(d)
     assert after["function"]["total"]["invocations"] == 11 + extra
@@ -537,3 +552,79 @@ def test_a_held_database_lock_never_stalls_the_gateway(daemon):
         "its row could be written"
     assert result.get("status") == 200
     assert len(rows(daemon, "request_id = ?", (result["rid"],))) == 1
+
+
+def rfc3339_us(us):
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(us // 10**6)) + \
+        ".%06dZ" % (us % 10**6)
+
+
+def test_time_ranges_find_rows_that_finished_late(daemon):
+    # Ids follow the clock: seq = MAX(start_us, previous seq + 1). A slow
+    # invocation that finishes after one started later gets an id above its
+    # start time; time-range queries must still find it by start_us.
+    daemon.deploy("sleepy", testfn("sleepy"))
+    t, slow = invoke_in_background(daemon, "sleepy", {"ms": "1500"})
+    time.sleep(0.4)
+    assert daemon.invoke("sleepy", params={"ms": "0"}).status_code == 200
+    t.join()
+    assert slow["status"] == 200
+    (row,) = rows(daemon, "request_id = ?", (slow["rid"],))
+    fast = [r for r in rows(daemon) if r["request_id"] != slow["rid"]]
+    assert len(fast) == 1
+    assert fast[0]["start_us"] > row["start_us"]
+    assert row["seq"] > fast[0]["seq"] > row["start_us"]
+    db = db_of(daemon)
+    lag = db.execute("SELECT value FROM meter_state WHERE key = 'seq_lag_us'"
+                     ).fetchone()[0]
+    db.close()
+    assert lag >= row["seq"] - row["start_us"]
+    # a range that holds only the slow invocation's start
+    one = {"from": rfc3339_us(row["start_us"]),
+           "to": rfc3339_us(row["start_us"] + 1)}
+    u = get(daemon, "/v1/usage", group_by="function", **one).json()
+    assert u["total"]["invocations"] == 1
+    c = get(daemon, "/v1/usage.csv", group_by="function", **one).text
+    assert [(line["function"], line["invocations"]) for line in
+            csv.DictReader(io.StringIO(c))] == [("sleepy", "1"),
+                                                ("total", "1")]
+
+
+def test_schema_3_ids_are_renumbered_on_upgrade(daemon_factory):
+    # Databases written before ids followed the clock (schema 3) had
+    # ids 1, 2, 3... and an index on start_us. Make one from a current
+    # database, then let the daemon migrate it.
+    d = daemon_factory()
+    drive_mixed(d)
+    before = usage_all(d)
+    order = [r["request_id"] for r in rows(d)]
+    d.stop()
+    db = db_of(d)
+    old = [r[0] for r in db.execute("SELECT seq FROM invocations"
+                                    " ORDER BY seq")]
+    db.execute("UPDATE invocations SET seq = -seq")
+    for n, seq in enumerate(old, 1):
+        db.execute("UPDATE invocations SET seq = ? WHERE seq = ?", (n, -seq))
+    db.execute("CREATE INDEX invocations_start ON invocations(start_us)")
+    db.execute("DELETE FROM meter_state WHERE key = 'seq_lag_us'")
+    db.execute("PRAGMA user_version = 3")
+    db.commit()
+    assert [r[0] for r in db.execute("SELECT seq FROM invocations"
+                                     " ORDER BY seq")] == list(range(1, 12))
+    db.close()
+    d.start()
+    assert "database migrated\" schema=4" in d.log()
+    after = rows(d)
+    assert [r["request_id"] for r in after] == order
+    assert all(r["seq"] >= r["start_us"] for r in after)
+    db = db_of(d)
+    assert db.execute("SELECT name FROM sqlite_master WHERE name ="
+                      " 'invocations_start'").fetchone() is None
+    assert db.execute("SELECT value FROM meter_state WHERE key ="
+                      " 'seq_lag_us'").fetchone()[0] == \
+        max(r["seq"] - r["start_us"] for r in after)
+    db.close()
+    assert usage_all(d) == before
+    r = d.invoke("sleepy", params={"ms": "0"})
+    (new,) = rows(d, "request_id = ?", (r.headers["X-Request-Id"],))
+    assert new["seq"] > after[-1]["seq"]
