@@ -249,6 +249,11 @@ sf_meter_class sf_meter_class_of(enum sf_invoke_status st, int fn_rc)
 
 /* ---- the meter ---------------------------------------------------------- */
 
+/* Insert statements for 1, 2, 4, 8 and 16 rows: a batch of n rows takes
+ * at most log2(n) + 1 statement steps (14 rows: 8 + 4 + 2), each step's
+ * fixed cost (cursor, VDBE setup) shared by its rows. */
+#define INSERT_SIZES 5
+
 typedef struct rec {
     struct rec *next;
     sf_meter_done_cb cb;
@@ -280,8 +285,7 @@ struct sf_meter {
     uv_loop_t *loop;
     sf_meter_config cfg;
     sqlite3 *db; /* the writer's connection */
-    sqlite3_stmt *ins;      /* one row */
-    sqlite3_stmt *ins_wide; /* INSERT_WIDE rows */
+    sqlite3_stmt *ins[INSERT_SIZES]; /* ins[k] inserts 2^k rows */
     sqlite3_stmt *begin, *commit; /* prepared once: parsed per commit before */
     sqlite3_stmt *lag_set;        /* raises meter_state's seq_lag_us */
     int64_t lag_stored; /* seq_lag_us as committed (under dbmu) */
@@ -329,9 +333,6 @@ static const char insert_sql[] =
 /* The row's 19 per-invocation values; the price columns in force follow as
  * literals (they change only with a restart, see prepare_insert). */
 static const char insert_row[] = "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,";
-/* Rows per statement of the wide insert: one statement step per
- * INSERT_WIDE rows instead of per row (measured in bench/meter_overhead.sh). */
-#define INSERT_WIDE 16
 
 static int exec(sqlite3 *db, const char *sql)
 {
@@ -565,8 +566,8 @@ static int step_once(sqlite3_stmt *st)
     return r == SQLITE_DONE ? 0 : -EIO;
 }
 
-/* Inserts a batch in one transaction, INSERT_WIDE rows per statement
- * while that many are left. Returns 0, -EBUSY when the database's write
+/* Inserts a batch in one transaction, the widest statement that fits
+ * what is left each time. Returns 0, -EBUSY when the database's write
  * lock could not be had within the busy timeout (nothing was written), or
  * -EIO. */
 static int write_batch(sf_meter *m, rec *head)
@@ -588,9 +589,11 @@ static int write_batch(sf_meter *m, rec *head)
         return -EIO;
     }
     while (r == 0 && left > 0) {
-        int n = left >= INSERT_WIDE ? INSERT_WIDE : 1;
-        r = insert_rows(m, n == 1 ? m->ins : m->ins_wide, &p, n);
-        left -= n;
+        int k = INSERT_SIZES - 1;
+        while ((1 << k) > left)
+            k--;
+        r = insert_rows(m, m->ins[k], &p, 1 << k);
+        left -= 1 << k;
     }
     if (r == 0 && lag > m->lag_stored) {
         sqlite3_bind_int64(m->lag_set, 1, lag);
@@ -989,8 +992,8 @@ out:
 /* Statements, connections and locks: what open made and close ends. */
 static void release(sf_meter *m)
 {
-    sqlite3_finalize(m->ins);
-    sqlite3_finalize(m->ins_wide);
+    for (int k = 0; k < INSERT_SIZES; k++)
+        sqlite3_finalize(m->ins[k]);
     sqlite3_finalize(m->begin);
     sqlite3_finalize(m->commit);
     sqlite3_finalize(m->lag_set);
@@ -1046,8 +1049,10 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
         exec(m->db, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
                                        : "PRAGMA synchronous=NORMAL") < 0)
         goto fail;
-    if (prepare_insert(m->db, cfg, 1, &m->ins) < 0 ||
-        prepare_insert(m->db, cfg, INSERT_WIDE, &m->ins_wide) < 0 ||
+    for (int k = 0; k < INSERT_SIZES; k++)
+        if (prepare_insert(m->db, cfg, 1 << k, &m->ins[k]) < 0)
+            goto fail;
+    if (
         sqlite3_prepare_v3(m->db, "BEGIN IMMEDIATE", -1,
                            SQLITE_PREPARE_PERSISTENT, &m->begin,
                            NULL) != SQLITE_OK ||
