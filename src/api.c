@@ -219,16 +219,33 @@ static void handle_get(sf_api *api, sf_http_req *req)
     respond_json(req, 200, j);
 }
 
+/* Answers a registry write that failed: 503 with Retry-After when the
+ * database was busy (nothing changed; the client should retry), else 500. */
+static void registry_failed(sf_http_req *req, int r, const char *name,
+                            const char *what)
+{
+    static const sofaas_header retry = {"Retry-After", 11, "1", 1};
+
+    if (r == -EBUSY)
+        sf_http_error_hdrs(req, 503, &retry, 1, "database_busy",
+                           "the database is locked by another connection; "
+                           "'%s' was not changed, retry",
+                           name);
+    else
+        sf_http_error(req, 500, "internal", "could not %s '%s'", what, name);
+}
+
 static void handle_delete(sf_api *api, sf_http_req *req)
 {
     const sf_function *f = named_function(api, req);
     char name[64];
+    int r;
 
     if (f == NULL)
         return;
     snprintf(name, sizeof(name), "%s", f->name);
-    if (sf_registry_delete(api->reg, name) < 0) {
-        sf_http_error(req, 500, "internal", "could not delete '%s'", name);
+    if ((r = sf_registry_delete(api->reg, name)) < 0) {
+        registry_failed(req, r, name, "delete");
         return;
     }
     sf_pool_retire_function(api->pool, name, -1);
@@ -379,6 +396,7 @@ static void on_validated(void *ctx, bool ok, const char *reason)
     deploy *d = ctx;
     const sf_function *f;
     sf_http_req *req = d->req;
+    int r;
 
     /* Answering frees req, and with it d: d is not touched after. */
     if (!ok) {
@@ -394,10 +412,10 @@ static void on_validated(void *ctx, bool ok, const char *reason)
             sf_http_error(req, 422, "invalid_artifact", "%s", reason);
         return;
     }
-    if (sf_registry_add_version(d->api->reg, d->name, d->sha, d->size,
-                                &d->cfg, &f) < 0) {
+    if ((r = sf_registry_add_version(d->api->reg, d->name, d->sha, d->size,
+                                     &d->cfg, &f)) < 0) {
         sf_registry_drop_artifact_if_unused(d->api->reg, d->sha);
-        sf_http_error(req, 500, "internal", "could not record the version");
+        registry_failed(req, r, d->name, "record a version of");
         return;
     }
     sf_pool_retire_function(d->api->pool, f->name, f->version);
@@ -478,8 +496,9 @@ static void handle_patch(sf_api *api, sf_http_req *req)
     snprintf(name, sizeof(name), "%s", f->name);
     snprintf(sha, sizeof(sha), "%s", f->sha256);
     size = f->size;
-    if (sf_registry_add_version(api->reg, name, sha, size, &cfg, &f) < 0) {
-        sf_http_error(req, 500, "internal", "could not record the version");
+    if ((r = sf_registry_add_version(api->reg, name, sha, size, &cfg, &f)) <
+        0) {
+        registry_failed(req, r, name, "record a version of");
         return;
     }
     sf_pool_retire_function(api->pool, f->name, f->version);

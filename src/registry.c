@@ -341,7 +341,7 @@ int sf_registry_open(const char *state_dir, sf_registry **out)
         e = -EIO;
         goto fail;
     }
-    sqlite3_busy_timeout(r->db, SF_REGISTRY_BUSY_MS);
+    sqlite3_busy_timeout(r->db, SF_REGISTRY_OPEN_BUSY_MS);
     if (exec(r->db, "PRAGMA journal_mode=WAL") < 0 ||
         exec(r->db, "PRAGMA synchronous=NORMAL") < 0 ||
         exec(r->db, "PRAGMA foreign_keys=ON") < 0) {
@@ -350,6 +350,7 @@ int sf_registry_open(const char *state_dir, sf_registry **out)
     }
     if ((e = migrate(r->db)) < 0 || (e = load_cache(r)) < 0)
         goto fail;
+    sqlite3_busy_timeout(r->db, SF_REGISTRY_BUSY_MS); /* from now: the loop's */
     free(dbpath);
     SF_INFO("msg=\"registry open\" state_dir=%s functions=%zu", r->state_dir,
             r->n);
@@ -582,6 +583,31 @@ void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha)
 
 /* ---- versions ----------------------------------------------------------- */
 
+static void busy_warn(const char *name)
+{
+    SF_WARN("msg=\"database busy: another connection holds the write lock, "
+            "function not changed\" function=%s busy_timeout_ms=%d",
+            name, SF_REGISTRY_BUSY_MS);
+}
+
+/* BEGIN IMMEDIATE: takes the write lock now or fails, -EBUSY when another
+ * connection held it for all of SF_REGISTRY_BUSY_MS. */
+static int begin_write(sf_registry *r, const char *name)
+{
+    int rc = sqlite3_exec(r->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
+
+    if (rc == SQLITE_OK)
+        return 0;
+    if (rc == SQLITE_BUSY) {
+        busy_warn(name);
+        return -EBUSY;
+    }
+    SF_ERR("msg=\"cannot begin a registry transaction\" function=%s "
+           "error=\"%s\"",
+           name, sqlite3_errmsg(r->db));
+    return -EIO;
+}
+
 int sf_registry_add_version(sf_registry *r, const char *name,
                             const char *sha, int64_t size,
                             const sf_fn_config *cfg, const sf_function **out)
@@ -607,8 +633,9 @@ int sf_registry_add_version(sf_registry *r, const char *name,
     cJSON_Delete(cj);
     if (cfgs == NULL)
         return -ENOMEM;
-    if (exec(r->db, "BEGIN IMMEDIATE") < 0)
+    if ((e = begin_write(r, name)) < 0)
         goto out;
+    e = -EIO;
     if (sqlite3_prepare_v2(r->db, upsert, -1, &st, NULL) != SQLITE_OK)
         goto rollback;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -671,7 +698,7 @@ int sf_registry_delete(sf_registry *r, const char *name)
     sqlite3_stmt *st;
     bool found;
     size_t pos = find_pos(r, name, strlen(name), &found);
-    int changed;
+    int changed, rc;
 
     if (!found)
         return -ENOENT;
@@ -679,8 +706,13 @@ int sf_registry_delete(sf_registry *r, const char *name)
         return -EIO;
     sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
     sqlite3_bind_int64(st, 2, sf_wall_us());
-    changed = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(r->db) == 1;
+    rc = sqlite3_step(st);
+    changed = rc == SQLITE_DONE && sqlite3_changes(r->db) == 1;
     sqlite3_finalize(st);
+    if (rc == SQLITE_BUSY) {
+        busy_warn(name);
+        return -EBUSY;
+    }
     if (!changed)
         return -EIO;
     free(r->fns[pos].artifact_path);

@@ -10,10 +10,17 @@
 #ifndef SF_REGISTRY_H
 #define SF_REGISTRY_H
 
-/* How long the registry's connection (the loop's) waits for SQLite's write
- * lock before an operation fails. Callers on hot paths lower it around
- * their own writes (fnlog.c) and restore it. */
-#define SF_REGISTRY_BUSY_MS 5000
+/* How long the registry's connection waits for SQLite's write lock. While
+ * the daemon serves, the connection is the loop thread's, and any wait
+ * stalls every request: a lock held elsewhere (an operator's sqlite3
+ * shell in a transaction, a long roll-up) makes a deploy, PATCH or DELETE
+ * fail after SF_REGISTRY_BUSY_MS with -EBUSY (503 database_busy and
+ * Retry-After), not the gateway wait. Callers on hot paths lower it
+ * further around their own writes (fnlog.c) and restore it. Opening the
+ * registry (migrations, before anything is served) waits up to
+ * SF_REGISTRY_OPEN_BUSY_MS. */
+#define SF_REGISTRY_BUSY_MS 20
+#define SF_REGISTRY_OPEN_BUSY_MS 5000
 
 #include <cjson/cJSON.h>
 #include <sqlite3.h>
@@ -83,13 +90,15 @@ void sf_registry_drop_artifact_if_unused(sf_registry *r, const char *sha);
 /*
  * Records version N+1 of name (creating the function, or reviving a deleted
  * one: version numbers never repeat). *out points at the cached entry.
- * Returns 0 or -EIO.
+ * Returns 0, -EBUSY (another connection held the write lock for
+ * SF_REGISTRY_BUSY_MS; nothing changed) or -EIO.
  */
 int sf_registry_add_version(sf_registry *r, const char *name,
                             const char *sha, int64_t size,
                             const sf_fn_config *cfg, const sf_function **out);
 
-/* Marks a function deleted. Returns 0 or -ENOENT. */
+/* Marks a function deleted. Returns 0, -ENOENT, -EBUSY (as above) or
+ * -EIO. */
 int sf_registry_delete(sf_registry *r, const char *name);
 
 /*

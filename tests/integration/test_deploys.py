@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from conftest import Daemon, example, testfn
+from conftest import Daemon, db_write_lock, example, testfn
 
 
 def padded(src, dst, extra):
@@ -122,3 +122,38 @@ def test_redeploy_during_invocations(daemon):
     # New calls use the new version.
     assert daemon.invoke("fn").text == "Hello from sofaas!\n"
     assert "SIGBUS" not in daemon.log()
+
+
+def test_registry_writes_never_wait_on_a_held_database_lock(daemon):
+    """A deploy, PATCH or DELETE runs on the loop thread: while another
+    connection holds SQLite's write lock (an operator's sqlite3 shell in a
+    transaction) it must answer 503 database_busy with Retry-After at once,
+    change nothing, and leave the gateway serving; once the lock is gone
+    the same requests work, with no version number skipped."""
+    daemon.deploy("hello", example("hello"))
+    with db_write_lock(daemon):
+        with open(example("hello"), "rb") as f:
+            r = requests.put(daemon.url("/v1/functions/hello"), data=f,
+                             timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "database_busy"
+        r = requests.patch(daemon.url("/v1/functions/hello"),
+                           json={"min_warm": 1}, timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "database_busy"
+        r = requests.delete(daemon.url("/v1/functions/hello"), timeout=30)
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "database_busy"
+        # the gateway kept serving, and nothing changed
+        assert requests.get(daemon.url("/healthz"), timeout=30).ok
+        fn = requests.get(daemon.url("/v1/functions/hello"), timeout=30)
+        assert fn.status_code == 200 and fn.json()["version"] == 1
+    assert "database busy: another connection holds the write lock" in \
+        daemon.log()
+    r = requests.patch(daemon.url("/v1/functions/hello"),
+                       json={"min_warm": 1}, timeout=30)
+    assert r.status_code == 200 and r.json()["version"] == 2
+    assert daemon.invoke("hello").status_code == 200
+    assert requests.delete(daemon.url("/v1/functions/hello"),
+                           timeout=30).status_code == 204
