@@ -358,6 +358,18 @@ static void fmt_cost(int64_t pico, char *cost, size_t len, int64_t *nanos)
     *nanos = (pico + SF_PICO_PER_NANO / 2) / SF_PICO_PER_NANO;
 }
 
+/* An integer as an exact JSON number. cJSON prints doubles with "%1.15g"
+ * when that parses back to within a relative 2e-16, so an id such as
+ * 1795761840735500 (ids follow the clock, ~1.8e15) came out as
+ * 1.7957618407355e+15, which clients read as a float. */
+static void add_int(cJSON *o, const char *key, int64_t v)
+{
+    char b[24];
+
+    snprintf(b, sizeof(b), "%lld", (long long)v);
+    cJSON_AddRawToObject(o, key, b);
+}
+
 static cJSON *agg_json(const agg *a, const char *keyname, const char *cur)
 {
     cJSON *j = cJSON_CreateObject(), *e;
@@ -366,17 +378,16 @@ static cJSON *agg_json(const agg *a, const char *keyname, const char *cur)
 
     if (keyname != NULL)
         cJSON_AddStringToObject(j, keyname, a->key);
-    cJSON_AddNumberToObject(j, "invocations", (double)a->n);
+    add_int(j, "invocations", a->n);
     e = cJSON_AddObjectToObject(j, "errors");
     for (int c = SF_MC_OK + 1; c < SF_MC_COUNT; c++)
-        cJSON_AddNumberToObject(e, sf_meter_class_name((sf_meter_class)c),
-                                (double)a->by_class[c]);
-    cJSON_AddNumberToObject(j, "cold_starts", (double)a->cold);
+        add_int(e, sf_meter_class_name((sf_meter_class)c), a->by_class[c]);
+    add_int(j, "cold_starts", a->cold);
     fmt_gbs(a->mb_ms, buf, sizeof(buf));
     cJSON_AddRawToObject(j, "billed_gb_seconds", buf);
     fmt_cost(a->pico, buf, sizeof(buf), &nanos);
     cJSON_AddStringToObject(j, "cost", buf);
-    cJSON_AddNumberToObject(j, "cost_nanos", (double)nanos);
+    add_int(j, "cost_nanos", nanos);
     cJSON_AddStringToObject(j, "currency", cur);
     return j;
 }
@@ -528,8 +539,7 @@ static void run_list(job *jb, sqlite3 *db)
 
         last = sqlite3_column_int64(st, 0);
         count++;
-        cJSON_AddNumberToObject(j, "invocation_id",
-                                (double)sqlite3_column_int64(st, 1));
+        add_int(j, "invocation_id", sqlite3_column_int64(st, 1));
         cJSON_AddStringToObject(j, "request_id",
                                 (const char *)sqlite3_column_text(st, 2));
         cJSON_AddStringToObject(j, "function",
@@ -541,12 +551,10 @@ static void run_list(job *jb, sqlite3 *db)
                                     (const char *)sqlite3_column_text(st, 5));
         sf_rfc3339(sqlite3_column_int64(st, 6), ts);
         cJSON_AddStringToObject(j, "start", ts);
-        cJSON_AddNumberToObject(j, "start_us",
-                                (double)sqlite3_column_int64(st, 6));
+        add_int(j, "start_us", sqlite3_column_int64(st, 6));
         for (int c = 4; c <= 22; c++)
             if (int_cols[c] != NULL)
-                cJSON_AddNumberToObject(j, int_cols[c],
-                                        (double)sqlite3_column_int64(st, c));
+                add_int(j, int_cols[c], sqlite3_column_int64(st, c));
         cJSON_AddBoolToObject(j, "cold_start", sqlite3_column_int(st, 10));
         cJSON_AddStringToObject(j, "status",
                                 (const char *)sqlite3_column_text(st, 12));
@@ -568,7 +576,7 @@ static void run_list(job *jb, sqlite3 *db)
         return;
     }
     if (count == p.limit)
-        cJSON_AddNumberToObject(root, "next_before", (double)last);
+        add_int(root, "next_before", last);
     else
         cJSON_AddNullToObject(root, "next_before");
     jb->body = cJSON_PrintUnformatted(root);

@@ -628,3 +628,32 @@ def test_schema_3_ids_are_renumbered_on_upgrade(daemon_factory):
     r = d.invoke("sleepy", params={"ms": "0"})
     (new,) = rows(d, "request_id = ?", (r.headers["X-Request-Id"],))
     assert new["seq"] > after[-1]["seq"]
+
+
+def test_ids_are_exact_json_integers(daemon_factory):
+    # Ids follow the clock (~1.8e15). cJSON printed such a double as
+    # 1.7957618407355e+15 when its last digits were zeros, so a client read
+    # a float and sent it back as before=1795761840735500.0 (400).
+    d = daemon_factory()
+    d.deploy("sleepy", testfn("sleepy"))
+    for _ in range(3):
+        assert d.invoke("sleepy", params={"ms": "0"}).status_code == 200
+    d.stop()
+    db = db_of(d)
+    seqs = [r[0] for r in db.execute("SELECT seq FROM invocations"
+                                     " ORDER BY seq")]
+    new = [1795761840735000, 1795761840735100, 1795761840735200]
+    for old, s in zip(seqs, new):
+        db.execute("UPDATE invocations SET seq = ?, start_us = ?"
+                   " WHERE seq = ?", (s, s, old))
+    db.commit()
+    db.close()
+    d.start()
+    raw = get(d, "/v1/invocations", limit="2").text
+    assert '"invocation_id":1795761840735200,' in raw
+    assert '"start_us":1795761840735100,' in raw
+    assert raw.endswith('"next_before":1795761840735100}')
+    page = get(d, "/v1/invocations", limit="2",
+               before=str(get(d, "/v1/invocations", limit="2")
+                          .json()["next_before"])).json()
+    assert [i["invocation_id"] for i in page["invocations"]] == [new[0]]
