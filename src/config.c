@@ -116,6 +116,7 @@ static const key meter_keys[] = {
     K_UINT(sf_config_meter, commit_interval_us, 0, 1000000, "300", false),
     K_BOOL(sf_config_meter, fsync, "false", false),
     K_UINT(sf_config_meter, rollup_interval_s, 1, 86400, "3600", false),
+    K_UINT(sf_config_meter, wal_max_mb, 1, 4096, "64", false),
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
@@ -171,6 +172,7 @@ static const struct {
     {"meter-commit-interval-us", "meter.commit_interval_us"},
     {"meter-fsync", "meter.fsync"},
     {"meter-rollup-interval-s", "meter.rollup_interval_s"},
+    {"meter-wal-max-mb", "meter.wal_max_mb"},
     {"price-per-request", "billing.price_per_request"},
     {"price-per-gb-second", "billing.price_per_gb_second"},
     {"billing-granularity-ms", "billing.granularity_ms"},
@@ -562,7 +564,8 @@ void sf_config_usage(FILE *f)
             "exit\n"
             "  --meter-mode sync|async|off, --meter-retention-days N,\n"
             "  --meter-commit-interval-us N, --meter-fsync true|false,\n"
-            "  --meter-rollup-interval-s N     the meter.* keys "
+            "  --meter-rollup-interval-s N, --meter-wal-max-mb N\n"
+            "                           the meter.* keys "
             "(docs/metering.md)\n"
             "  --price-per-request X, --price-per-gb-second X,\n"
             "  --billing-granularity-ms N, --currency CODE   the billing.* "

@@ -71,6 +71,7 @@ typedef struct sf_config_meter {
     unsigned commit_interval_us;
     bool fsync;
     unsigned rollup_interval_s;
+    unsigned wal_max_mb;
 } sf_config_meter;
 
 /* Prices: decimal strings, parsed exactly by meter.c (never floats). */

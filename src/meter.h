@@ -57,6 +57,7 @@ typedef struct sf_meter_config {
     uint32_t commit_interval_us; /* group commit: at most one per interval */
     bool fsync_commits; /* synchronous=FULL: rows also survive power loss */
     uint32_t rollup_interval_s; /* how often the writer checks retention */
+    uint32_t wal_max_mb; /* the WAL is made to restart past this size */
 } sf_meter_config;
 
 /* The largest seq - start_us of any row (meter.c, next_id): rows with
@@ -75,7 +76,7 @@ void sf_meter_config_defaults(sf_meter_config *c);
 /*
  * Sets one setting from text, by its configuration key: meter.mode
  * (sync|async|off), meter.retention_days, meter.commit_interval_us,
- * meter.fsync (true|false), meter.rollup_interval_s,
+ * meter.fsync (true|false), meter.rollup_interval_s, meter.wal_max_mb,
  * billing.price_per_request, billing.price_per_gb_second (decimal strings,
  * exact, at most 12 decimals), billing.granularity_ms, billing.currency.
  * For the daemon's flags and the config file alike. Returns 0, or -EINVAL

@@ -630,6 +630,40 @@ def test_schema_3_ids_are_renumbered_on_upgrade(daemon_factory):
     assert new["seq"] > after[-1]["seq"]
 
 
+def test_the_wal_stays_bounded_under_sustained_load(daemon_factory):
+    # Under sustained load a commit always lands while a PASSIVE
+    # checkpoint runs, so the WAL never restarted and grew without bound
+    # (hundreds of MB a minute). Past meter.wal_max_mb the checkpointer
+    # catches up holding the meter's lock so that the next commit restarts
+    # it. 1 MiB here; the clients write ~30 MB of WAL frames.
+    d = daemon_factory(args=["--meter-wal-max-mb", "1",
+                             "--log-level", "debug"])
+    d.deploy("sleepy", testfn("sleepy"), params={"min_warm": "2"})
+    wal = os.path.join(d.state_dir, "sofaas.db-wal")
+    sizes = []
+
+    def client(n):
+        s = requests.Session()
+        for _ in range(n):
+            r = s.get(d.url("/fn/sleepy"), params={"ms": "0"}, timeout=30)
+            assert r.status_code == 200
+
+    threads = [threading.Thread(target=client, args=(400,)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        if os.path.exists(wal):
+            sizes.append(os.path.getsize(wal))
+        time.sleep(0.01)
+    for t in threads:
+        t.join()
+    assert len(rows(d)) == 3200
+    # journal_size_limit is twice wal_max_mb; a restart leaves the file's
+    # size as it was, so the bound is that plus the frames of one commit
+    assert max(sizes) <= 2 * 1024 * 1024 + 64 * 1024, max(sizes)
+    assert 'msg="WAL caught up for a restart"' in d.log()
+
+
 def test_ids_are_exact_json_integers(daemon_factory):
     # Ids follow the clock (~1.8e15). cJSON printed such a double as
     # 1.7957618407355e+15 when its last digits were zeros, so a client read
