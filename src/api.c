@@ -605,16 +605,20 @@ static void set_error(invocation *iv, int status, const char *code,
  * duration the meter recorded. */
 static void access_log(const invocation *iv, uint64_t billed_ms)
 {
+    /* Milliseconds with 3 decimals from integer microseconds: the same text
+     * as "%.3f" of us / 1000.0, without the floating-point formatting
+     * (~1.5% of the loop thread under load). */
+#define MS3(us) (unsigned long long)((us) / 1000), (unsigned)((us) % 1000)
     SF_INFO("msg=\"access\" request_id=%s function=%s version=%lld "
-            "method=%s status=%d outcome=%s duration_ms=%.3f queue_ms=%.3f "
-            "cold_start=%d init_ms=%.3f instance=%llu trace_id=%s "
-            "billed_ms=%llu",
+            "method=%s status=%d outcome=%s duration_ms=%llu.%03u "
+            "queue_ms=%llu.%03u cold_start=%d init_ms=%llu.%03u instance=%llu "
+            "trace_id=%s billed_ms=%llu",
             iv->req->request_id, iv->name, (long long)iv->version,
             iv->req->method, iv->status, iv->code ? iv->code : "ok",
-            (double)iv->duration_us / 1000.0, (double)iv->queue_us / 1000.0,
-            iv->cold_start ? 1 : 0, (double)iv->init_us / 1000.0,
-            (unsigned long long)iv->instance_id, iv->trace.trace_id,
-            (unsigned long long)billed_ms);
+            MS3(iv->duration_us), MS3(iv->queue_us), iv->cold_start ? 1 : 0,
+            MS3(iv->init_us), (unsigned long long)iv->instance_id,
+            iv->trace.trace_id, (unsigned long long)billed_ms);
+#undef MS3
 }
 
 /* Sends the kept response; frees iv. Meter callback (loop thread): in sync

@@ -15,6 +15,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* sf_log_batch: this thread's waiting lines (NULL: not batching). */
+#define BATCH_CAP (64 * 1024)
+#define WRITE_MAX 4096 /* PIPE_BUF: a pipe never splits a write this big */
+static __thread char *batch;
+static __thread size_t batch_len;
+
 static enum sf_log_level cur_level = SF_LOG_INFO;
 static bool journal;
 static char tag[32] = "sofaas";
@@ -44,6 +50,21 @@ int sf_log_parse_level(const char *s, enum sf_log_level *out)
         }
     }
     return -EINVAL;
+}
+
+/* Lines go to stderr whatever happens; nothing can be done about a failed
+ * write, but a short one is finished. */
+static void write_all(const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return;
+        p += w;
+        n -= (size_t)w;
+    }
 }
 
 void sf_log(enum sf_log_level level, const char *fmt, ...)
@@ -83,5 +104,48 @@ void sf_log(enum sf_log_level level, const char *fmt, ...)
     if (n >= sizeof(line) - 1)
         n = sizeof(line) - 2;
     line[n++] = '\n';
-    (void)!write(STDERR_FILENO, line, n);
+    if (batch != NULL && level >= SF_LOG_INFO) {
+        if (batch_len + n > BATCH_CAP)
+            sf_log_flush();
+        memcpy(batch + batch_len, line, n);
+        batch_len += n;
+        return;
+    }
+    sf_log_flush(); /* this thread's earlier lines first */
+    write_all(line, n);
+}
+
+void sf_log_flush(void)
+{
+    size_t off = 0;
+
+    while (off < batch_len) {
+        size_t n = batch_len - off;
+        if (n > WRITE_MAX) { /* whole lines: each is at most WRITE_MAX */
+            n = WRITE_MAX;
+            while (n > 1 && batch[off + n - 1] != '\n')
+                n--;
+        }
+        write_all(batch + off, n);
+        off += n;
+    }
+    batch_len = 0;
+}
+
+static void flush_at_exit(void) { sf_log_flush(); }
+
+void sf_log_batch(bool on)
+{
+    static bool registered;
+
+    if (!on) {
+        sf_log_flush();
+        free(batch);
+        batch = NULL;
+        return;
+    }
+    if (batch == NULL)
+        batch = malloc(BATCH_CAP); /* NULL: lines go out one by one */
+    if (!registered && atexit(flush_at_exit) == 0)
+        registered = true;
 }

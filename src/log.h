@@ -27,6 +27,17 @@ int sf_log_parse_level(const char *s, enum sf_log_level *out);
 void sf_log(enum sf_log_level level, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * Batching for the calling thread (the daemon's loop thread): its info and
+ * debug lines wait in a buffer and sf_log_flush writes them, whole lines,
+ * in writes of at most PIPE_BUF bytes (never split among other processes'
+ * lines on a pipe). A warning or error writes the buffer first, then
+ * itself, at once. sf_log_batch(false) flushes and stops; the buffer is
+ * also flushed at exit.
+ */
+void sf_log_batch(bool on);
+void sf_log_flush(void);
+
 #define SF_ERR(...) sf_log(SF_LOG_ERROR, __VA_ARGS__)
 #define SF_WARN(...) sf_log(SF_LOG_WARN, __VA_ARGS__)
 #define SF_INFO(...) sf_log(SF_LOG_INFO, __VA_ARGS__)

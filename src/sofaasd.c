@@ -52,6 +52,7 @@ typedef struct daemon_state {
     sf_metrics *metrics;
     sf_fnlog *fnlog;
     sf_meter *meter;
+    uv_prepare_t log_flush;
 } daemon_state;
 
 /*
@@ -398,6 +399,17 @@ static void svc_stop(void *ctx, int signum)
     uv_timer_start(&d->drain_timer, on_drain_tick, 0, 20);
 }
 
+/* Before the loop blocks for I/O: writes the log lines of the iteration
+ * (sf_log_batch). The access log is one line per invocation; written one
+ * by one they were ~5% of the loop thread's time under load. Anything a
+ * client sees later than a response (its next request, say) is handled in
+ * a later iteration, so its lines are out by then. */
+static void on_log_flush(uv_prepare_t *p)
+{
+    (void)p;
+    sf_log_flush();
+}
+
 static void on_close_walk(uv_handle_t *h, void *arg)
 {
     (void)arg;
@@ -581,7 +593,12 @@ int main(int argc, char **argv)
         goto out;
     }
     sf_api_provision_all(d.api); /* min_warm survives restarts */
+    uv_prepare_init(d.loop, &d.log_flush);
+    uv_prepare_start(&d.log_flush, on_log_flush);
+    uv_unref((uv_handle_t *)&d.log_flush);
+    sf_log_batch(true);
     uv_run(d.loop, UV_RUN_DEFAULT);
+    sf_log_batch(false);
     rc = 0;
 
 out:

@@ -105,6 +105,14 @@ class Daemon:
         return self.start()
 
     def log(self):
+        # The loop thread writes its info and debug lines once per loop
+        # iteration (sf_log_batch); a request answered after a line was
+        # logged is handled in a later iteration, when the line is out.
+        if self.proc is not None and self.proc.poll() is None:
+            try:
+                requests.get(self.url("/healthz"), timeout=5)
+            except requests.RequestException:
+                pass
         try:
             with open(self.log_path, "rb") as f:
                 return f.read().decode(errors="replace")

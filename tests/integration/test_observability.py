@@ -1,6 +1,7 @@
 """Observability: access log, function logs (capture, storage, query,
 follow), Prometheus metrics, readiness and trace context, against the real
 daemon with real compiled functions."""
+import concurrent.futures
 import json
 import os
 import re
@@ -598,3 +599,27 @@ def test_a_held_database_lock_keeps_function_logs(daemon):
     assert sorted(lines) == sorted(
         ["out %d request %s" % (i, rid) for i in range(3)] +
         ["err request %s" % rid]), lines
+
+
+def test_log_lines_stay_whole_under_load(daemon):
+    # The loop thread writes its info and debug lines once per loop
+    # iteration, many per write (at most PIPE_BUF bytes, whole lines), while
+    # workers write theirs to the same stderr. Every line must still be one
+    # whole record, and every invocation must have its access line.
+    daemon.deploy("chatty", testfn("chatty"))
+
+    def client(_):
+        s = requests.Session()
+        for _ in range(50):
+            assert s.get(daemon.url("/fn/chatty"), timeout=30).status_code \
+                == 200
+
+    with concurrent.futures.ThreadPoolExecutor(8) as ex:
+        list(ex.map(client, range(8)))
+    text = daemon.log()
+    record = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z "
+                        r"sofaas(d|-worker)\[\d+\] level=(error|warn|info|"
+                        r"debug) \S")
+    bad = [l for l in text.splitlines() if not record.match(l)]
+    assert bad == [], bad[:3]
+    assert len(access_lines(daemon)) == 400
