@@ -1141,8 +1141,7 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     for (int k = 0; k < INSERT_SIZES; k++)
         if (prepare_insert(m->db, cfg, 1 << k, &m->ins[k]) < 0)
             goto fail;
-    if (
-        sqlite3_prepare_v3(m->db, "BEGIN IMMEDIATE", -1,
+    if (sqlite3_prepare_v3(m->db, "BEGIN IMMEDIATE", -1,
                            SQLITE_PREPARE_PERSISTENT, &m->begin,
                            NULL) != SQLITE_OK ||
         sqlite3_prepare_v3(m->db, "COMMIT", -1, SQLITE_PREPARE_PERSISTENT,
