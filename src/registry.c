@@ -136,7 +136,7 @@ static const char *const migrations[] = {
     "UPDATE invocations SET seq ="
     " (SELECT new FROM seq_map WHERE old = -invocations.seq);"
     "DROP TABLE seq_map;"
-    "DROP INDEX invocations_start;"
+    "DROP INDEX IF EXISTS invocations_start;"
     "INSERT INTO meter_state (key, value)"
     " SELECT 'seq_lag_us', COALESCE(MAX(seq - start_us), 0) FROM invocations"
     " WHERE true ON CONFLICT (key) DO UPDATE SET value = excluded.value;",
