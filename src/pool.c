@@ -1415,6 +1415,15 @@ static void cg_attach_done(uv_work_t *req, int status)
     maybe_destroy(p);
 }
 
+/* Whether the process pidfd refers to (opened from pid) is parent's child.
+ * While that process is not reaped its pid names it and nothing else, so
+ * if it is still there after /proc was read, /proc described it. */
+static bool child_of(int pidfd, int pid, int parent)
+{
+    return sf_proc_ppid(pid) == parent &&
+           syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
+}
+
 /* Adopts the instance a template forked: fd is the daemon's end of its
  * socketpair (accepted from the template's channel), pid its process. */
 static void adopt_child(worker *t, int pid)
@@ -1433,6 +1442,17 @@ static void adopt_child(worker *t, int pid)
                "error=\"%s\"",
                f->name, pid, w ? strerror(errno) : "out of memory");
         goto fail;
+    }
+    /* The template ran user code (init), so the pid is a claim: adopting
+     * any other process would put it in a leaf and later SIGKILL it. */
+    if (!child_of(pidfd, pid, t->pid)) {
+        SF_ERR("msg=\"forked instance is not the template's child\" "
+               "function=%s instance=%llu pid=%d",
+               f->name, (unsigned long long)t->id, pid);
+        free(w);
+        close(pidfd);
+        worker_kill(t, KILL_PROTO);
+        return;
     }
     w->pool = p;
     w->id = ++p->next_worker_id;

@@ -2,11 +2,13 @@
 #include "util.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <unistd.h>
 
 uint64_t sf_mono_us(void)
 {
@@ -214,4 +216,33 @@ void sf_format_decimal(int64_t v, int scale, char *out, size_t outlen)
     frac[n] = '\0';
     snprintf(out, outlen, "%s%llu%s%s", neg ? "-" : "",
              (unsigned long long)(a / (uint64_t)unit), n > 0 ? "." : "", frac);
+}
+
+int sf_proc_ppid(int pid)
+{
+    char path[48], buf[512];
+    const char *p;
+    ssize_t n;
+    int fd, ppid = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0)
+        return n < 0 ? -errno : -EPROTO;
+    buf[n] = '\0';
+    /* "pid (comm) S ppid ...": comm is up to 15 bytes of anything, so
+     * the last ')' ends it. */
+    p = strrchr(buf, ')');
+    if (p == NULL || p[1] != ' ' || p[2] == '\0' || p[3] != ' ')
+        return -EPROTO;
+    for (p += 4; *p >= '0' && *p <= '9'; p++) {
+        ppid = ppid * 10 + (*p - '0');
+        if (ppid > (1 << 22))
+            return -EPROTO;
+    }
+    return *p == ' ' ? ppid : -EPROTO;
 }

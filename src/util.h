@@ -14,7 +14,6 @@ uint64_t sf_mono_us(void);
 /* Wall clock, microseconds since the Unix epoch (UTC). */
 int64_t sf_wall_us(void);
 
-/* Writes a UUIDv7 (RFC 9562) as 36 chars + NUL into out. */
 /* Fills out with n bytes of kernel randomness (buffered: see util.c).
  * Returns 0 or -errno. */
 int sf_random_bytes(void *out, size_t n);
@@ -26,7 +25,12 @@ size_t sf_strlcpy(char *dst, const char *src, size_t cap);
 
 /* Formats v in decimal into out (at least 21 bytes). Returns its length. */
 size_t sf_fmt_u64(uint64_t v, char *out);
+/* Writes a UUIDv7 (RFC 9562) as 36 chars + NUL into out. */
 void sf_uuid7(char out[37]);
+
+/* The parent pid of process pid, from /proc/PID/stat (whose command name
+ * may hold any byte, ")" and newlines included). Returns it, or -errno. */
+int sf_proc_ppid(int pid);
 
 /* Compares without leaking where the first difference is. */
 bool sf_ct_equal(const void *a, size_t alen, const void *b, size_t blen);

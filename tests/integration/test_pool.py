@@ -407,6 +407,32 @@ def test_instance_passing_a_descriptor_is_killed(daemon):
     assert daemon.invoke("fdpass", "/").status_code == 200
 
 
+@pytest.mark.parametrize("victim", ["parent", "self"])
+def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
+                                                             victim):
+    """A template's init is user code: it can answer FORK itself. A pid in
+    FORKED that is not a child of the template (here the daemon, or the
+    template itself) must not be tracked, moved into a cgroup or killed."""
+    d = daemon_factory()
+    with open("/proc/%d/cgroup" % d.proc.pid) as f:
+        cgroups_before = f.read()
+    d.deploy("forge", fnpath("forge_fork"), params={"template": "true"})
+    r = requests.patch(d.url("/v1/functions/forge"),
+                       json={"env": {"VICTIM": victim}},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    try:
+        r = d.invoke("forge", "/", timeout=60)
+        assert r.status_code != 200, r.text
+    except requests.ConnectionError:
+        pass  # asserted just below
+    assert d.proc.poll() is None, "the daemon was killed: %s" % d.log()[-2000:]
+    assert requests.get(d.url("/healthz"), timeout=10).status_code == 200
+    with open("/proc/%d/cgroup" % d.proc.pid) as f:
+        assert f.read() == cgroups_before
+    assert "forked instance is not the template's child" in d.log()
+
+
 def test_template_death_takes_children_and_recovers(daemon_factory):
     d = no_predict(daemon_factory)
     d.deploy("si", example("slow-init"), params={"template": "true"})

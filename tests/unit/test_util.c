@@ -8,6 +8,10 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "fnconfig.h"
 #include "util.h"
@@ -155,6 +159,40 @@ static void test_fnconfig(void **state)
                                               sizeof(err)), -EINVAL);
 }
 
+/* A child whose command name looks like more /proc/PID/stat fields. */
+static void test_proc_ppid(void **state)
+{
+    int sync[2];
+    char c;
+    pid_t pid;
+
+    (void)state;
+    assert_int_equal(pipe(sync), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_NAME, "x) R 1 2 (y) 3");
+        (void)write(sync[1], "n", 1);
+        pause();
+        _exit(0);
+    }
+    assert_int_equal(read(sync[0], &c, 1), 1);
+    assert_int_equal(sf_proc_ppid(pid), getpid());
+    assert_int_equal(sf_proc_ppid(getpid()), getppid());
+    kill(pid, SIGKILL);
+    /* A zombie still names its parent; a reaped pid is gone. */
+    {
+        siginfo_t si;
+        assert_int_equal(waitid(P_PID, (id_t)pid, &si, WEXITED | WNOWAIT),
+                         0);
+    }
+    assert_int_equal(sf_proc_ppid(pid), getpid());
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    assert_int_equal(sf_proc_ppid(pid), -ENOENT);
+    close(sync[0]);
+    close(sync[1]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -165,6 +203,7 @@ int main(void)
         cmocka_unit_test(test_ct_equal),
         cmocka_unit_test(test_query_get),
         cmocka_unit_test(test_fnconfig),
+        cmocka_unit_test(test_proc_ppid),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,106 @@
+/* forge_fork - hostile: its sofaas_init takes over the worker's channel
+ * (fd 3), answers LOAD itself and then answers each FORK with a forged
+ * FORKED naming a process that is not its child (?victim= in the
+ * environment: "parent" is the daemon, "self" the worker itself), with a
+ * socketpair and a pipe attached as a real template would. A daemon that
+ * trusted the pid would track, move into a memory cgroup and finally
+ * SIGKILL that process. The frames are written out here by hand, from the
+ * protocol in src/ipc.h. */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "sofaas.h"
+
+struct hdr {
+    uint32_t len;
+    uint16_t type;
+    uint16_t flags;
+    uint64_t id;
+};
+
+enum { LOADED = 3, FORK = 7, FORKED = 8 };
+
+static int read_full(int fd, void *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = read(fd, p, n);
+        if (r <= 0)
+            return -1;
+        p = (char *)p + r;
+        n -= (size_t)r;
+    }
+    return 0;
+}
+
+static void forge(pid_t victim)
+{
+    struct {
+        struct hdr h;
+        int32_t status;
+        uint32_t msg_len;
+        char nul;
+    } __attribute__((packed)) loaded = {{9, LOADED, 0, 0}, 0, 0, 0};
+    struct hdr h;
+
+    if (write(3, &loaded, sizeof(loaded)) != (ssize_t)sizeof(loaded))
+        _exit(1);
+    while (read_full(3, &h, sizeof(h)) == 0) {
+        struct {
+            struct hdr h;
+            int32_t status;
+            uint32_t pid;
+        } m = {{8, FORKED, 0, 0}, 0, (uint32_t)victim};
+        struct iovec iov = {&m, sizeof(m)};
+        int fds[2], sv[2], op[2];
+        union {
+            struct cmsghdr align;
+            char buf[CMSG_SPACE(sizeof(fds))];
+        } cm;
+        struct msghdr msg = {.msg_iov = &iov,
+                             .msg_iovlen = 1,
+                             .msg_control = cm.buf,
+                             .msg_controllen = sizeof(cm.buf)};
+        struct cmsghdr *c;
+
+        if (h.type != FORK)
+            continue;
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || pipe(op) < 0)
+            _exit(1);
+        fds[0] = sv[0];
+        fds[1] = op[0];
+        memset(&cm, 0, sizeof(cm));
+        c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN(sizeof(fds));
+        memcpy(CMSG_DATA(c), fds, sizeof(fds));
+        sendmsg(3, &msg, MSG_NOSIGNAL);
+        /* The "instance" then dies at once: a daemon that adopted the
+         * victim would now kill it. */
+        close(sv[0]);
+        close(sv[1]);
+        close(op[0]);
+        close(op[1]);
+    }
+    _exit(0);
+}
+
+int sofaas_init(void)
+{
+    const char *v = getenv("VICTIM");
+
+    if (v == NULL)
+        return 0;
+    forge(strcmp(v, "self") == 0 ? getpid() : getppid());
+    return 0;
+}
+
+int sofaas_handle(const sofaas_request *req, sofaas_response *res)
+{
+    (void)req;
+    return sofaas_printf(res, "ok\n") < 0;
+}
