@@ -33,6 +33,7 @@ int sf_ipc_check_hdr(const sf_frame_hdr *h, bool from_worker)
     case SF_FRAME_LOADED:
     case SF_FRAME_VIOLATION:
     case SF_FRAME_FORKED:
+    case SF_FRAME_SPARE:
         if (!from_worker)
             return -EPROTO;
         cap = SF_IPC_MAX_CONTROL;

@@ -42,7 +42,8 @@ enum sf_frame_type {
     SF_FRAME_VIOLATION = 6, /* W->D  sandbox refused a syscall      */
     SF_FRAME_FORK = 7,      /* D->T  template: fork one instance    */
     SF_FRAME_FORKED = 8,    /* T->D  result of FORK (+ one fd)      */
-    SF_FRAME_TYPE_MAX = 8,
+    SF_FRAME_SPARE = 9,     /* T->D  next child forked ahead         */
+    SF_FRAME_TYPE_MAX = 9,
 };
 
 typedef struct sf_frame_hdr {
@@ -137,6 +138,14 @@ typedef struct sf_forked_msg {
     uint32_t pid;   /* the new instance (a child of the template) */
 } sf_forked_msg;
 _Static_assert(sizeof(sf_forked_msg) == 8, "forked layout");
+
+/*
+ * SPARE (the same payload, status 0, no descriptors): sent right after a
+ * FORKED when the template has forked the next child ahead (the spare it
+ * will hand over on the next FORK). The daemon may move that pid into
+ * its memory cgroup leaf before it is asked for (docs/pool.md), sending
+ * no FORK until it has; it ignores a SPARE that crossed its next FORK.
+ */
 
 /*
  * A decoded or to-be-encoded invocation. Strings are not owned; on decode

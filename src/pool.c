@@ -80,6 +80,7 @@ struct fnv {
     worker *tmpl;        /* loading or ready template, or NULL */
     bool fork_pending;   /* one FORK in flight at a time (see on_forked) */
     uint64_t fork_req_us;
+    struct spare_leaf *spare; /* the template's spare, moved ahead */
     /* crash loop */
     uint64_t crash_us[SF_POOL_CRASH_LOOP_N]; /* ring of failure times */
     unsigned crash_next;
@@ -202,6 +203,7 @@ static void worker_kill(worker *w, kill_reason why);
 static void maybe_spawn(sf_pool *p);
 static void schedule_refill(sf_pool *p);
 static void arm_qtimer(sf_pool *p);
+static void drop_spare(sf_pool *p, fnv *f);
 
 /* ---- states ------------------------------------------------------------- */
 
@@ -257,6 +259,7 @@ static void transition(worker *w, wstate to)
             if (f->tmpl == w) {
                 f->tmpl = NULL;
                 f->fork_pending = false;
+                drop_spare(w->pool, f);
             }
         }
     }
@@ -1415,6 +1418,74 @@ static void cg_attach_done(uv_work_t *req, int status)
     maybe_destroy(p);
 }
 
+/*
+ * A template's spare child (announced by SPARE) moved into its own leaf
+ * before any FORK asks for it, so the FORK's path has no cgroup move: a
+ * move waits ~9 ms for an RCU grace period unless another one just
+ * happened, which made a template start after a pause ~10x slower than
+ * back to back. The leaf is made under the id the instance is adopted
+ * with. No FORK is sent while the move runs: the template reaps only on
+ * FORK, so the pid stays the spare's meanwhile.
+ */
+typedef struct spare_leaf {
+    uv_work_t req;
+    sf_pool *pool;
+    fnv *fn;    /* NULL once dropped (the move's end then cleans up) */
+    uint64_t id;
+    int pid;
+    uint32_t memory_mb;
+    bool moving;
+    bool ok;
+} spare_leaf;
+
+static void spare_move(spare_leaf *s)
+{
+    sf_cgroup *cg = s->pool->cfg.cgroup;
+
+    s->ok = sf_cgroup_add(cg, s->id, s->pid) == 0 &&
+            sf_cgroup_set_memory(cg, s->id, s->memory_mb) == 0;
+}
+
+static void spare_move_work(uv_work_t *req)
+{
+    spare_move(req->data);
+}
+
+static void spare_move_done(uv_work_t *req, int status)
+{
+    spare_leaf *s = req->data;
+    sf_pool *p = s->pool;
+
+    (void)status;
+    s->moving = false;
+    p->cg_move_us = sf_mono_us();
+    p->open_handles--;
+    if (s->fn == NULL) {
+        remove_leaf(p, s->id);
+        free(s);
+    } else {
+        pump(p, s->fn); /* a FORK may have waited for this */
+    }
+    maybe_destroy(p);
+}
+
+/* Forgets f's prepared spare leaf (stale: the template is gone, or it
+ * handed over another child). */
+static void drop_spare(sf_pool *p, fnv *f)
+{
+    spare_leaf *s = f->spare;
+
+    if (s == NULL)
+        return;
+    f->spare = NULL;
+    if (s->moving) {
+        s->fn = NULL;
+        return;
+    }
+    remove_leaf(p, s->id);
+    free(s);
+}
+
 /* Whether the process pidfd refers to (opened from pid) is parent's child.
  * While that process is not reaped its pid names it and nothing else, so
  * if it is still there after /proc was read, /proc described it. */
@@ -1432,6 +1503,7 @@ static void adopt_child(worker *t, int pid)
     fnv *f = t->fn;
     worker *w = calloc(1, sizeof(*w));
     int pidfd = -1, r;
+    bool moved = false;
 
     /* The template reaps children only when it gets the next FORK, which
      * we send after this: the pid cannot have been recycled yet. */
@@ -1454,8 +1526,22 @@ static void adopt_child(worker *t, int pid)
         worker_kill(t, KILL_PROTO);
         return;
     }
+    /* The spare whose leaf is ready (the usual case after the first
+     * instance): adopted under that leaf's id, nothing left to move. */
+    if (f->spare != NULL && f->spare->pid == pid && f->spare->ok) {
+        spare_leaf *sp = f->spare;
+        f->spare = NULL;
+        w->id = sp->id;
+        free(sp);
+        moved = true;
+        SF_DEBUG("msg=\"forked instance was moved into its leaf ahead\" "
+                 "instance=%llu function=%s pid=%d",
+                 (unsigned long long)w->id, f->name, pid);
+    } else {
+        drop_spare(p, f);
+        w->id = ++p->next_worker_id;
+    }
     w->pool = p;
-    w->id = ++p->next_worker_id;
     w->violation_nr = -1;
     w->pid = pid;
     w->pidfd = pidfd;
@@ -1500,8 +1586,11 @@ static void adopt_child(worker *t, int pid)
      * RCU grace period (cgroup.c), which must not stall the loop. Nothing
      * is dispatched to it until it is there, so user code never runs in
      * the template's leaf. */
-    if (sf_cgroup_get_mode(p->cfg.cgroup) != SF_CGROUP_NONE &&
-        sf_mono_us() - p->cg_move_us > CG_MOVE_HOT_US) {
+    if (moved || sf_cgroup_get_mode(p->cfg.cgroup) == SF_CGROUP_NONE) {
+        predispatch(w);
+        return;
+    }
+    if (sf_mono_us() - p->cg_move_us > CG_MOVE_HOT_US) {
         w->cg_memory_mb = f->cfg.memory_mb;
         w->cgwork.data = w;
         w->cg_pending = true;
@@ -1560,6 +1649,57 @@ static void on_forked(worker *t, const char *payload)
     pump(p, f);
 }
 
+/* SPARE: the template forked its next child ahead; move it into its leaf
+ * now, off the path of the FORK that will ask for it (spare_leaf). */
+static void on_spare(worker *t, const char *payload)
+{
+    sf_pool *p = t->pool;
+    fnv *f = t->fn;
+    sf_forked_msg m;
+    spare_leaf *s;
+    int pidfd;
+
+    memcpy(&m, payload, sizeof(m));
+    drop_spare(p, f);
+    if (sf_cgroup_get_mode(p->cfg.cgroup) == SF_CGROUP_NONE || p->stopping)
+        return;
+    /* Only a child of the template: the pid is a claim (adopt_child). */
+    pidfd = m.status == 0 && m.pid > 0
+                ? (int)syscall(SYS_pidfd_open, (int)m.pid, 0)
+                : -1;
+    if (pidfd < 0 || !child_of(pidfd, (int)m.pid, t->pid)) {
+        SF_ERR("msg=\"forked instance is not the template's child\" "
+               "function=%s instance=%llu pid=%u spare=1",
+               f->name, (unsigned long long)t->id, m.pid);
+        if (pidfd >= 0)
+            close(pidfd);
+        worker_kill(t, KILL_PROTO);
+        return;
+    }
+    close(pidfd);
+    s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return; /* then it is moved when handed over, as without SPARE */
+    s->pool = p;
+    s->fn = f;
+    s->id = ++p->next_worker_id;
+    s->pid = (int)m.pid;
+    s->memory_mb = f->cfg.memory_mb;
+    s->req.data = s;
+    f->spare = s;
+    if (sf_mono_us() - p->cg_move_us > CG_MOVE_HOT_US) {
+        s->moving = true;
+        p->open_handles++;
+        if (uv_queue_work(p->loop, &s->req, spare_move_work,
+                          spare_move_done) == 0)
+            return;
+        s->moving = false;
+        p->open_handles--;
+    }
+    spare_move(s); /* right after another move: cheap (adopt_child) */
+    p->cg_move_us = sf_mono_us();
+}
+
 static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
 {
     switch (h->type) {
@@ -1615,6 +1755,14 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
             h->len != sizeof(sf_forked_msg))
             break;
         on_forked(w, payload);
+        return;
+    case SF_FRAME_SPARE:
+        if (w->state != W_TEMPLATE || h->len != sizeof(sf_forked_msg))
+            break;
+        /* Sent before the template read a FORK we sent meanwhile: that
+         * FORK is answered with this spare, moved on adoption. */
+        if (!w->fn->fork_pending)
+            on_spare(w, payload);
         return;
     }
     SF_WARN("msg=\"unexpected frame from worker\" instance=%llu type=%u "
@@ -1920,7 +2068,8 @@ static enum start_result start_instance(sf_pool *p, fnv *f, bool urgent)
     worker *g;
 
     if (use_template(f) && f->tmpl != NULL) {
-        if (f->tmpl->state != W_TEMPLATE || f->fork_pending)
+        if (f->tmpl->state != W_TEMPLATE || f->fork_pending ||
+            (f->spare != NULL && f->spare->moving))
             return START_WAIT;
         if (p->total >= p->cfg.max_workers && (!urgent || !evict_lru(p, f)))
             return START_NO_ROOM;

@@ -316,12 +316,13 @@ static int do_load(int fd, const char *payload, size_t len)
     return send_loaded(fd, SF_LOAD_OK, "");
 }
 
-/* Sends FORKED with status, passing fds[0..1] (when fds is not NULL) in
- * SCM_RIGHTS: the instance's socket, then its output pipe. */
-static int send_forked(int chan, int32_t status, pid_t pid, const int *fds)
+/* Sends FORKED (or SPARE) with status, passing fds[0..1] (when fds is not
+ * NULL) in SCM_RIGHTS: the instance's socket, then its output pipe. */
+static int send_forked(int chan, uint16_t type, int32_t status, pid_t pid,
+                       const int *fds)
 {
     sf_forked_msg m = {status, (uint32_t)pid};
-    sf_frame_hdr h = {.len = sizeof(m), .type = SF_FRAME_FORKED};
+    sf_frame_hdr h = {.len = sizeof(m), .type = type};
     struct iovec iov[2] = {{&h, sizeof(h)}, {&m, sizeof(m)}};
     union {
         struct cmsghdr align;
@@ -458,7 +459,8 @@ static pid_t fork_instance(pid_t self, bool spare, int *sock, int *out)
  * the path of the invocation that needed a new instance. The spare counts
  * against max_children; it is reaped, like any child, only here, so a pid
  * handed to the daemon is never a reaped one. A spare that died is noticed
- * when reaping and replaced.
+ * when reaping and replaced. Each new spare is announced with SPARE (the
+ * daemon sends no FORK while it prepares the spare's cgroup leaf).
  */
 static int template_loop(int chan)
 {
@@ -494,7 +496,7 @@ static int template_loop(int chan)
             fds[1] = spare_fds[1];
             spare = -1;
         } else if (live >= max_children) {
-            r = send_forked(chan, -EAGAIN, 0, NULL);
+            r = send_forked(chan, SF_FRAME_FORKED, -EAGAIN, 0, NULL);
             if (r < 0)
                 return r;
             continue;
@@ -503,14 +505,14 @@ static int template_loop(int chan)
             if (pid == 0)
                 return 0;
             if (pid < 0) {
-                r = send_forked(chan, pid, 0, NULL);
+                r = send_forked(chan, SF_FRAME_FORKED, pid, 0, NULL);
                 if (r < 0)
                     return r;
                 continue;
             }
             live++;
         }
-        r = send_forked(chan, 0, pid, fds);
+        r = send_forked(chan, SF_FRAME_FORKED, 0, pid, fds);
         close(fds[0]);
         close(fds[1]);
         if (r < 0)
@@ -522,6 +524,11 @@ static int template_loop(int chan)
             if (pid > 0) {
                 spare = pid;
                 live++;
+                /* So the daemon can move it into its cgroup leaf now,
+                 * rather than on the next FORK's path. */
+                r = send_forked(chan, SF_FRAME_SPARE, 0, pid, NULL);
+                if (r < 0)
+                    return r;
             }
         }
     }

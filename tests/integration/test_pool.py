@@ -433,6 +433,49 @@ def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
     assert "forked instance is not the template's child" in d.log()
 
 
+def test_template_spare_is_in_its_own_leaf_before_it_serves(daemon_factory):
+    """The spare a template forks ahead is announced (SPARE) and moved into
+    its memory cgroup leaf before a FORK asks for it; once adopted it must
+    be in that leaf, under its instance id, with its function's limit."""
+    d = no_predict(daemon_factory)
+    m = re.search(r'worker memory cgroups active" mode=\S+ root=(\S+)',
+                  d.log())
+    if m is None:
+        pytest.skip("no worker memory cgroups on this host")
+    root = m.group(1)
+    d.deploy("who", fnpath("whoami"),
+             params={"template": "true", "memory_mb": "64"})
+    seen = {}
+    r = d.invoke("who", "/")
+    assert r.status_code == 200, r.text
+    seen[r.headers["X-Sofaas-Instance"]] = int(r.text)
+    time.sleep(0.5)  # FORKED, then SPARE with no FORK in flight
+    for burst in (2, 3):
+        with_new = []
+
+        def call():
+            with_new.append(d.invoke("who", "/", params={"ms": "400"}))
+        ts = [threading.Thread(target=call) for _ in range(burst)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        for r in with_new:
+            assert r.status_code == 200, r.text
+            seen[r.headers["X-Sofaas-Instance"]] = int(r.text)
+        time.sleep(0.5)
+    assert len(seen) == 3
+    assert "forked instance was moved into its leaf ahead" in d.log()
+    for inst, pid in seen.items():
+        leaf = os.path.join(root, "w" + inst)
+        with open(os.path.join(leaf, "cgroup.procs")) as f:
+            assert str(pid) in f.read().split(), (inst, pid)
+        limit = "memory.max" if os.path.exists(
+            os.path.join(leaf, "memory.max")) else "memory.limit_in_bytes"
+        with open(os.path.join(leaf, limit)) as f:
+            assert int(f.read()) == 64 << 20
+
+
 def test_template_death_takes_children_and_recovers(daemon_factory):
     d = no_predict(daemon_factory)
     d.deploy("si", example("slow-init"), params={"template": "true"})

@@ -157,7 +157,7 @@ static void test_check_hdr(void **state)
     assert_int_equal(sf_ipc_check_hdr(&h, false), -EPROTO);
 }
 
-/* Templates: only the daemon sends FORK, only a worker sends FORKED. */
+/* Templates: only the daemon sends FORK, only a worker FORKED and SPARE. */
 static void test_check_hdr_fork_frames(void **state)
 {
     sf_frame_hdr h = {.type = SF_FRAME_FORK};
@@ -171,6 +171,10 @@ static void test_check_hdr_fork_frames(void **state)
     assert_int_equal(sf_ipc_check_hdr(&h, false), -EPROTO);
     h.len = SF_IPC_MAX_CONTROL + 1;
     assert_int_equal(sf_ipc_check_hdr(&h, true), -EMSGSIZE);
+    h.type = SF_FRAME_SPARE;
+    h.len = sizeof(sf_forked_msg);
+    assert_int_equal(sf_ipc_check_hdr(&h, true), 0);
+    assert_int_equal(sf_ipc_check_hdr(&h, false), -EPROTO);
     h.type = SF_FRAME_TYPE_MAX + 1;
     h.len = 0;
     assert_int_equal(sf_ipc_check_hdr(&h, true), -EPROTO);
