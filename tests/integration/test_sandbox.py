@@ -225,14 +225,22 @@ def test_tmp_is_private_to_the_instance(sbd):
     assert not os.path.exists("/tmp/" + name)
 
 
-def test_filling_tmp_stops_at_the_quota(sbd):
-    deploy_with(sbd, "filler", hostile(),
-                params={"tmp_mb": "2", "file_access": "true"})
-    r = sbd.invoke("filler", "?attack=fill_tmp")
+@pytest.mark.parametrize("tmp_mb", [3, None])
+def test_filling_tmp_stops_at_the_quota(sbd, tmp_mb):
+    # The worker mounts its /tmp at the default size (64) before LOAD and
+    # resizes it at LOAD for any other tmp_mb: both must hold.
+    params = {"file_access": "true"}
+    if tmp_mb is not None:
+        params["tmp_mb"] = str(tmp_mb)
+    name = "filler-%s" % (tmp_mb or "default")
+    deploy_with(sbd, name, hostile(), params=params)
+    r = sbd.invoke(name, "?attack=fill_tmp")
     assert r.status_code == 200
-    assert r.text.startswith(("refused: ENOSPC", "refused: EFBIG")), r.text
+    assert r.text.startswith("refused: ENOSPC"), r.text
     written = int(r.text.split(" after ")[1].split(" ")[0])
-    assert written <= 2 << 20
+    quota = (tmp_mb or 64) << 20
+    # 1 MiB files: the last whole one that fit is within 1 MiB of it.
+    assert quota - (2 << 20) <= written <= quota, written
     still_serving(sbd)
 
 
