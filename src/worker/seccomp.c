@@ -111,18 +111,28 @@ size_t sf_seccomp_program(unsigned variant, pid_t self, struct sock_filter *out,
  * Loads the program for (stage, o) with our pid written in. NO_NEW_PRIVS
  * first, as libseccomp's seccomp_load does (the kernel refuses a filter
  * from an unprivileged process without it).
+ *
+ * TSYNC: a filter applies to the calling thread only, and a thread that a
+ * constructor or sofaas_init started would otherwise serve with the load
+ * stage's broader filter (test_sandbox.py, late_thread). With the flag the
+ * kernel gives every thread of the process the new filter, or fails (with
+ * the id of a thread whose filters differ, which cannot happen here: all
+ * of them inherited the load filter) without loading it.
  */
 static int load_prog(sf_seccomp_stage stage, const sf_seccomp_opts *o,
                      char *err, size_t errlen)
 {
     struct sock_filter insns[SF_BPF_MAX_LEN];
     struct sock_fprog prog = {.filter = insns};
+    long r = -1;
 
     prog.len = (unsigned short)sf_seccomp_program(
         sf_seccomp_variant(stage, o), getpid(), insns, SF_BPF_MAX_LEN);
-    if (prog.len == 0 || prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 ||
-        syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &prog) != 0) {
-        int e = prog.len == 0 ? EINVAL : errno;
+    if (prog.len != 0 && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0)
+        r = syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER,
+                    SECCOMP_FILTER_FLAG_TSYNC, &prog);
+    if (r != 0) {
+        int e = prog.len == 0 ? EINVAL : r > 0 ? EBUSY : errno;
         snprintf(err, errlen, "loading the %s seccomp filter: %s",
                  stage == SF_SECCOMP_LOAD ? "load" : "serve", strerror(e));
         return -e;

@@ -387,6 +387,27 @@ def test_refused_while_loading(daemon, stage, name):
 
 
 @pytest.mark.parametrize("stage", ["ctor", "init"])
+@pytest.mark.parametrize("inner", ["exec_mem", "write_tmp"])
+def test_thread_started_while_loading_gets_the_serve_stage(daemon, stage,
+                                                           inner):
+    """A thread that sofaas_init (or a constructor) starts and that attacks
+    only while serving must meet the serve stage's filter too (seccomp
+    filters are per thread: the worker syncs it to every thread), not the
+    broader load-stage one: no new executable memory, no file access."""
+    daemon.deploy("hello", example("hello"))
+    deploy_with(daemon, "evil", hostile(stage),
+                config={"env": {"ATTACK": "late_thread",
+                                "ATTACK_ARG": inner}})
+    r = daemon.invoke("evil")
+    if inner == "exec_mem":
+        assert_violation(r, "mmap", daemon)
+    else:
+        assert r.status_code == 200, r.text
+        assert r.text == "refused: EACCES (open in /tmp)", r.text
+    still_serving(daemon)
+
+
+@pytest.mark.parametrize("stage", ["ctor", "init"])
 def test_status_while_loading(daemon, stage):
     deploy_with(daemon, "evil", hostile(stage),
                 config={"env": {"ATTACK": "status"}})

@@ -12,6 +12,8 @@
  * daemon answers 500 sandbox_violation). One the kernel refuses another
  * way reports "refused: ERRNO"; one that worked reports "ESCAPED: ...".
  * The ctor/init builds keep their report and return it from sofaas_handle.
+ * ATTACK=late_thread ATTACK_ARG=NAME starts a thread there that runs
+ * attack NAME only when the first request comes (from sofaas_handle).
  * Attacks that could hurt this machine if the sandbox were off (kill -1)
  * first check that they are confined and report "skipped" otherwise.
  */
@@ -198,6 +200,25 @@ static void *thread_main(void *arg)
     return arg;
 }
 
+static void attack(const char *name, const char *arg);
+
+/* late_thread: a thread started while loading that attacks only once the
+ * instance serves (sofaas_handle wakes it), i.e. after the serve stage
+ * tightened the sandbox of the thread that ran the load. */
+static int late_go[2] = {-1, -1}, late_done[2] = {-1, -1};
+static char late_name[64];
+
+static void *late_main(void *unused)
+{
+    char c;
+
+    (void)unused;
+    if (read(late_go[0], &c, 1) == 1)
+        attack(late_name, NULL);
+    (void)!write(late_done[1], "x", 1);
+    return NULL;
+}
+
 static void attack(const char *name, const char *arg)
 {
     pid_t pid;
@@ -375,6 +396,16 @@ static void attack(const char *name, const char *arg)
         } else {
             say("thread ok");
         }
+    } else if (strcmp(name, "late_thread") == 0) {
+        pthread_t t;
+        snprintf(late_name, sizeof(late_name), "%s", arg ? arg : "");
+        if (pipe(late_go) != 0 || pipe(late_done) != 0 ||
+            pthread_create(&t, NULL, late_main, NULL) != 0) {
+            refused("late_thread");
+        } else {
+            pthread_detach(t);
+            say("late thread never woken");
+        }
     } else if (strcmp(name, "fds") == 0) {
         list_fds();
     } else if (strcmp(name, "env") == 0) {
@@ -429,6 +460,11 @@ int sofaas_handle(const sofaas_request *req, sofaas_response *res)
 #else
     (void)req;
     (void)param;
+    if (late_go[1] >= 0) {
+        char c;
+        (void)!write(late_go[1], "g", 1);
+        (void)!read(late_done[0], &c, 1);
+    }
 #endif
     sofaas_set_header(res, "Content-Type", "text/plain");
     return sofaas_printf(res, "%s", report) < 0;
