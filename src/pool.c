@@ -84,6 +84,7 @@ struct fnv {
     bool fork_pending;   /* one FORK in flight at a time (see on_forked) */
     uint64_t fork_req_us;
     struct spare_leaf *spare; /* the template's spare, moved ahead */
+    bool spare_may_come; /* one SPARE may follow each FORKED with a child */
     /* crash loop */
     uint64_t crash_us[SF_POOL_CRASH_LOOP_N]; /* ring of failure times */
     unsigned crash_next;
@@ -261,6 +262,7 @@ static void transition(worker *w, wstate to)
             if (f->tmpl == w) {
                 f->tmpl = NULL;
                 f->fork_pending = false;
+                f->spare_may_come = false;
                 drop_spare(w->pool, f);
             }
         }
@@ -1661,6 +1663,7 @@ static void on_forked(worker *t, const char *payload)
 
     memcpy(&m, payload, sizeof(m));
     f->fork_pending = false;
+    f->spare_may_come = m.status == 0;
     if (m.status != 0) {
         SF_WARN("msg=\"template could not fork an instance\" function=%s "
                 "error=\"%s\"",
@@ -1791,8 +1794,13 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
         on_forked(w, payload);
         return;
     case SF_FRAME_SPARE:
-        if (w->state != W_TEMPLATE || h->len != sizeof(sf_forked_msg))
+        /* At most one per FORKED that handed over a child: each costs us
+         * a leaf and a move, so a template (which ran user code) must not
+         * be able to ask for them at will. */
+        if (w->state != W_TEMPLATE || !w->fn->spare_may_come ||
+            h->len != sizeof(sf_forked_msg))
             break;
+        w->fn->spare_may_come = false;
         /* Sent before the template read a FORK we sent meanwhile: that
          * FORK is answered with this spare, moved on adoption. */
         if (!w->fn->fork_pending)

@@ -1,11 +1,13 @@
 /* forge_fork - hostile: its sofaas_init takes over the worker's channel
- * (fd 3), answers LOAD itself and then answers each FORK with a forged
- * FORKED naming a process that is not its child (?victim= in the
- * environment: "parent" is the daemon, "self" the worker itself), with a
- * socketpair and a pipe attached as a real template would. A daemon that
+ * (fd 3) and answers LOAD itself. With VICTIM in the environment it then
+ * answers each FORK with a forged FORKED naming a process that is not its
+ * child ("parent" is the daemon, "self" the worker itself), with a
+ * socketpair and a pipe attached as a real template would: a daemon that
  * trusted the pid would track, move into a memory cgroup and finally
- * SIGKILL that process. The frames are written out here by hand, from the
- * protocol in src/ipc.h. */
+ * SIGKILL that process. With FLOOD it forks a real child and sends SPARE
+ * frames for it, unasked, over and over: each would cost the daemon a
+ * cgroup leaf and a move. The frames are written out here by hand, from
+ * the protocol in src/ipc.h. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +24,7 @@ struct hdr {
     uint64_t id;
 };
 
-enum { LOADED = 3, FORK = 7, FORKED = 8 };
+enum { LOADED = 3, FORK = 7, FORKED = 8, SPARE = 9 };
 
 static int read_full(int fd, void *p, size_t n)
 {
@@ -36,7 +38,7 @@ static int read_full(int fd, void *p, size_t n)
     return 0;
 }
 
-static void forge(pid_t victim)
+static void send_loaded(void)
 {
     struct {
         struct hdr h;
@@ -44,10 +46,38 @@ static void forge(pid_t victim)
         uint32_t msg_len;
         char nul;
     } __attribute__((packed)) loaded = {{9, LOADED, 0, 0}, 0, 0, 0};
-    struct hdr h;
 
     if (write(3, &loaded, sizeof(loaded)) != (ssize_t)sizeof(loaded))
         _exit(1);
+}
+
+static void flood(void)
+{
+    pid_t child = fork();
+    struct {
+        struct hdr h;
+        int32_t status;
+        uint32_t pid;
+    } m = {{8, SPARE, 0, 0}, 0, 0};
+
+    if (child == 0) {
+        pause();
+        _exit(0);
+    }
+    m.pid = (uint32_t)child;
+    send_loaded();
+    for (int i = 0; i < 1000; i++)
+        if (write(3, &m, sizeof(m)) != (ssize_t)sizeof(m))
+            break;
+    pause();
+    _exit(0);
+}
+
+static void forge(pid_t victim)
+{
+    struct hdr h;
+
+    send_loaded();
     while (read_full(3, &h, sizeof(h)) == 0) {
         struct {
             struct hdr h;
@@ -93,6 +123,8 @@ int sofaas_init(void)
 {
     const char *v = getenv("VICTIM");
 
+    if (getenv("FLOOD") != NULL)
+        flood();
     if (v == NULL)
         return 0;
     forge(strcmp(v, "self") == 0 ? getpid() : getppid());

@@ -433,6 +433,25 @@ def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
     assert "forked instance is not the template's child" in d.log()
 
 
+def test_template_cannot_send_spare_frames_at_will(daemon_factory):
+    """One SPARE may follow each FORKED that handed over a child, no more:
+    each costs the daemon a cgroup leaf and a move. A template (its init is
+    user code) that sends them unasked is killed as a protocol error."""
+    d = daemon_factory()
+    d.deploy("flood", fnpath("forge_fork"), params={"template": "true"})
+    r = requests.patch(d.url("/v1/functions/flood"),
+                       json={"env": {"FLOOD": "1"}},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    r = d.invoke("flood", "/", timeout=60)
+    assert r.status_code != 200, r.text
+    log = d.log()
+    assert re.search(r'unexpected frame from worker" instance=\d+ type=9 ',
+                     log), log[-3000:]
+    assert "moved into its leaf ahead" not in log
+    assert requests.get(d.url("/healthz"), timeout=10).status_code == 200
+
+
 def test_template_spare_is_in_its_own_leaf_before_it_serves(daemon_factory):
     """The spare a template forks ahead is announced (SPARE) and moved into
     its memory cgroup leaf before a FORK asks for it; once adopted it must
