@@ -22,6 +22,11 @@
 
 /* Worker's end of the socketpair is always this fd. */
 #define SF_IPC_FD 3
+/* A root daemon's workers get the shared, empty network namespace on this
+ * fd (with SOFAAS_NETNS_FD naming it), join it before HELLO and close it
+ * (pool.c, shared_netns). */
+#define SF_WORKER_NETNS_FD 4
+#define SF_WORKER_NETNS_FD_STR "4"
 
 /*
  * A worker's stdout and stderr are one pipe the daemon reads. Until the

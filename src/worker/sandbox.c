@@ -193,7 +193,7 @@ out:
  * Nothing here is required: whatever fails is done, or fails closed, in
  * the load stage.
  */
-static void prepare_ahead(void)
+static void prepare_ahead(int shared_netns)
 {
     char err[256];
 
@@ -216,7 +216,9 @@ static void prepare_ahead(void)
         (void)sethostname(SF_SANDBOX_HOSTNAME, strlen(SF_SANDBOX_HOSTNAME));
     }
     host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (host_netns >= 0 && unshare(CLONE_NEWNET) == 0) {
+    if (host_netns >= 0 &&
+        ((shared_netns >= 0 && setns(shared_netns, CLONE_NEWNET) == 0) ||
+         unshare(CLONE_NEWNET) == 0)) {
         pre_ns |= CLONE_NEWNET;
     } else if (host_netns >= 0) {
         close(host_netns);
@@ -251,9 +253,23 @@ static int settle_network(const sf_sandbox_policy *p, char *err, size_t errlen)
     return r;
 }
 
+/* The daemon's shared, empty network namespace (pool.c, shared_netns), if
+ * it passed one: returns the fd, or -1. The fd is closed after
+ * prepare_ahead either way (by close_shared_netns). */
+static int take_shared_netns(void)
+{
+    const char *v = getenv("SOFAAS_NETNS_FD");
+
+    if (v == NULL || strcmp(v, SF_WORKER_NETNS_FD_STR) != 0 ||
+        fcntl(SF_WORKER_NETNS_FD, F_GETFD) < 0)
+        return -1;
+    return SF_WORKER_NETNS_FD;
+}
+
 int sf_sandbox_early(void)
 {
     const char *want = getenv("SOFAAS_DAEMON_PID");
+    int sn;
 
     /* Die with the daemon. If it died before the prctl took effect we have
      * been reparented already: the parent check catches that window. */
@@ -265,8 +281,11 @@ int sf_sandbox_early(void)
      * daemon's group. */
     if (setsid() < 0 && errno != EPERM)
         return -errno;
+    sn = take_shared_netns();
     join_cgroup();
-    prepare_ahead();
+    prepare_ahead(sn);
+    if (sn >= 0)
+        close(sn);
     return 0;
 }
 
