@@ -73,6 +73,8 @@ static int pre_abi;
  * under /tmp would be hidden by it. */
 #define TMP_AHEAD_MB 64
 static int pre_tmp_fd = -1;
+/* PRE is in force (pre_attach): the load stage stacks NARROW, not LOAD. */
+static bool pre_filter;
 
 static int add_rule(sf_landlock_rule *rules, size_t *n, const char *path,
                     bool write, char *err, size_t errlen);
@@ -193,6 +195,27 @@ out:
  * Nothing here is required: whatever fails is done, or fails closed, in
  * the load stage.
  */
+/*
+ * The seccomp filter's first part (PRE, seccomp.h), loaded before HELLO so
+ * that LOAD only stacks the short NARROW: only when every namespace was
+ * made here, since PRE does not allow unshare (the load stage would then
+ * trap). The SIGSYS reporter goes first: PRE, like LOAD, refuses to
+ * change SIGSYS's action. Returns whether PRE is in force.
+ */
+static bool pre_attach(void)
+{
+    char err[256];
+    const int all = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
+
+    if ((pre_ns & all) != all || sf_seccomp_install_reporter(SF_IPC_FD) < 0)
+        return false;
+    if (sf_seccomp_pre_filter(err, sizeof(err)) < 0) {
+        SF_DEBUG("msg=\"no seccomp filter ahead of LOAD\" error=\"%s\"", err);
+        return false;
+    }
+    return true;
+}
+
 static void prepare_ahead(int shared_netns)
 {
     char err[256];
@@ -226,6 +249,7 @@ static void prepare_ahead(int shared_netns)
     }
     pre_bounding = drop_bounding(true, err, sizeof(err)) == 0;
     prepare_rulesets();
+    pre_filter = pre_attach();
 }
 
 /*
@@ -513,7 +537,7 @@ static int enter_namespaces(const sf_sandbox_policy *p, int *got, char *err,
             return 0; /* no user namespaces: no namespaces at all */
         *got |= CLONE_NEWUSER;
     }
-    if (unshare(want) == 0) {
+    if (want == 0 || unshare(want) == 0) {
         *got |= want;
     } else {
         for (size_t i = 0; i < sizeof(each) / sizeof(*each); i++)
@@ -856,20 +880,27 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
         goto fail;
     close_prepared();
     t_ll = now_us();
-    if ((r = sf_seccomp_install_reporter(SF_IPC_FD)) < 0) {
-        snprintf(err, errlen, "SIGSYS handler: %s", strerror(-r));
-        goto fail;
+    if (pre_filter) {
+        /* PRE is in force since before HELLO, the reporter with it. */
+        if (sf_seccomp_narrow_filter(&so, err, errlen) < 0)
+            goto fail;
+    } else {
+        if ((r = sf_seccomp_install_reporter(SF_IPC_FD)) < 0) {
+            snprintf(err, errlen, "SIGSYS handler: %s", strerror(-r));
+            goto fail;
+        }
+        if (sf_seccomp_load_filter(&so, err, errlen) < 0)
+            goto fail;
     }
-    if (sf_seccomp_load_filter(&so, err, errlen) < 0)
-        goto fail;
     SF_DEBUG(
         "msg=\"sandbox in force\" stage=load uid=%u gid=%u userns=%d "
         "mntns=%d netns=%d ipcns=%d utsns=%d landlock_abi=%d "
-        "seccomp=1 network=%d allow_fork=%d ns_us=%llu ids_us=%llu "
-        "landlock_us=%llu seccomp_us=%llu",
+        "seccomp=1 seccomp_ahead=%d network=%d allow_fork=%d ns_us=%llu "
+        "ids_us=%llu landlock_us=%llu seccomp_us=%llu",
         getuid(), getgid(), !!(ns & CLONE_NEWUSER), !!(ns & CLONE_NEWNS),
         !!(ns & CLONE_NEWNET), !!(ns & CLONE_NEWIPC), !!(ns & CLONE_NEWUTS),
-        abi, p->network, p->allow_fork, (unsigned long long)(t_ns - t0),
+        abi, pre_filter, p->network, p->allow_fork,
+        (unsigned long long)(t_ns - t0),
         (unsigned long long)(t_ids - t_ns), (unsigned long long)(t_ll - t_ids),
         (unsigned long long)(now_us() - t_ll));
     /* The artifact's directory may not be searchable by the new uid and

@@ -133,8 +133,10 @@ static int load_prog(sf_seccomp_stage stage, const sf_seccomp_opts *o,
                     SECCOMP_FILTER_FLAG_TSYNC, &prog);
     if (r != 0) {
         int e = prog.len == 0 ? EINVAL : r > 0 ? EBUSY : errno;
+        static const char *const names[] = {"load", "serve", "pre-load",
+                                            "narrowing"};
         snprintf(err, errlen, "loading the %s seccomp filter: %s",
-                 stage == SF_SECCOMP_LOAD ? "load" : "serve", strerror(e));
+                 names[stage], strerror(e));
         return -e;
     }
     return 0;
@@ -148,4 +150,17 @@ int sf_seccomp_load_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
 int sf_seccomp_serve_filter(const sf_seccomp_opts *o, char *err, size_t errlen)
 {
     return load_prog(SF_SECCOMP_SERVE, o, err, errlen);
+}
+
+int sf_seccomp_pre_filter(char *err, size_t errlen)
+{
+    sf_seccomp_opts all = {.network = true, .allow_fork = true};
+
+    return load_prog(SF_SECCOMP_PRE, &all, err, errlen);
+}
+
+int sf_seccomp_narrow_filter(const sf_seccomp_opts *o, char *err,
+                             size_t errlen)
+{
+    return load_prog(SF_SECCOMP_NARROW, o, err, errlen);
 }

@@ -23,6 +23,15 @@
 #define PID_A 0x7ffffff0
 #define PID_B 65537
 
+static int narrow_for_template(unsigned v)
+{
+    sf_seccomp_stage stage;
+    sf_seccomp_opts o;
+
+    return sf_seccomp_variant_opts(v, &stage, &o) == 0 &&
+           stage == SF_SECCOMP_NARROW && o.allow_fork;
+}
+
 static int emit(FILE *out, unsigned v, size_t *maxlen)
 {
     struct sock_filter *a = NULL, *b = NULL;
@@ -57,7 +66,9 @@ static int emit(FILE *out, unsigned v, size_t *maxlen)
         }
         at[n++] = (unsigned short)i;
     }
-    if (n == 0) {
+    /* A NARROW variant for a template names no pid (its kill rules are
+     * PRE's); every other one must, or the rules lost their pinning. */
+    if (n == 0 && !narrow_for_template(v)) {
         fprintf(stderr, "sofaas-seccomp-gen: variant %u names no pid\n", v);
         goto out;
     }
@@ -65,11 +76,14 @@ static int emit(FILE *out, unsigned v, size_t *maxlen)
     for (size_t i = 0; i < la; i++)
         fprintf(out, "    {0x%04x, %u, %u, 0x%08x},\n", a[i].code, a[i].jt,
                 a[i].jf, a[i].k == PID_A ? 0u : a[i].k);
+    /* An empty array is not C: a template's NARROW gets one unused slot
+     * and a count of 0 (the table below uses n, not the array's size). */
     fprintf(out, "};\nstatic const unsigned short sf_bpf_%u_pid[%zu] = {", v,
-            n);
+            n ? n : 1);
     for (size_t i = 0; i < n; i++)
         fprintf(out, "%s%u", i ? ", " : "", at[i]);
-    fprintf(out, "};\n\n");
+    fprintf(out, "%s};\nenum { sf_bpf_%u_npid = %zu };\n\n", n ? "" : "0", v,
+            n);
     if (la > *maxlen)
         *maxlen = la;
     r = 0;
@@ -110,9 +124,8 @@ int main(int argc, char **argv)
     for (unsigned v = 0; v < SF_SECCOMP_VARIANTS; v++)
         fprintf(out,
                 "    {sf_bpf_%u, sizeof(sf_bpf_%u) / sizeof(*sf_bpf_%u), "
-                "sf_bpf_%u_pid, sizeof(sf_bpf_%u_pid) / "
-                "sizeof(*sf_bpf_%u_pid)},\n",
-                v, v, v, v, v, v);
+                "sf_bpf_%u_pid, sf_bpf_%u_npid},\n",
+                v, v, v, v, v);
     fprintf(out, "};\n");
     if (fclose(out) != 0 || rename(tmp, argv[1]) != 0) {
         fprintf(stderr, "sofaas-seccomp-gen: writing %s: %s\n", argv[1],

@@ -102,16 +102,19 @@ static const char *const allow_network[] = {
     (CLONE_NEWNS | CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWPID |               \
      CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP)
 
-static int add_names(scmp_filter_ctx ctx, const char *const *names, size_t n,
-                     char *err, size_t errlen)
+/* Adds act for each name (but skip); a name libseccomp does not know is
+ * left out (and so keeps the default action). */
+static int add_names_act(scmp_filter_ctx ctx, uint32_t act,
+                         const char *const *names, size_t n, const char *skip,
+                         char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         int nr = seccomp_syscall_resolve_name(names[i]);
         int r;
 
-        if (nr == __NR_SCMP_ERROR)
+        if (nr == __NR_SCMP_ERROR || (skip && strcmp(names[i], skip) == 0))
             continue;
-        r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0);
+        r = seccomp_rule_add(ctx, act, nr, 0);
         if (r < 0) {
             snprintf(err, errlen, "seccomp_rule_add %s: %s", names[i],
                      strerror(-r));
@@ -173,8 +176,9 @@ static int add_load_rules(scmp_filter_ctx ctx, const sf_seccomp_opts *o,
         PR_SET_PDEATHSIG};
     int r;
 
-    r = add_names(ctx, allow_plain, sizeof(allow_plain) / sizeof(*allow_plain),
-                  err, errlen);
+    r = add_names_act(ctx, SCMP_ACT_ALLOW, allow_plain,
+                      sizeof(allow_plain) / sizeof(*allow_plain), NULL, err,
+                      errlen);
     if (r < 0)
         goto out;
     for (size_t i = 0; i < sizeof(ioctls) / sizeof(*ioctls); i++)
@@ -228,9 +232,9 @@ static int add_load_rules(scmp_filter_ctx ctx, const sf_seccomp_opts *o,
      * makes glibc fall back to clone, whose flags are checked above. */
     ADD(ctx, SCMP_ACT_ERRNO(ENOSYS), clone3, 0);
     if (o->network) {
-        r = add_names(ctx, allow_network,
-                      sizeof(allow_network) / sizeof(*allow_network), err,
-                      errlen);
+        r = add_names_act(ctx, SCMP_ACT_ALLOW, allow_network,
+                          sizeof(allow_network) / sizeof(*allow_network),
+                          NULL, err, errlen);
         if (r < 0)
             goto out;
         ADD(ctx, SCMP_ACT_ALLOW, socket, 1, SCMP_A0(SCMP_CMP_EQ, AF_INET));
@@ -238,6 +242,85 @@ static int add_load_rules(scmp_filter_ctx ctx, const sf_seccomp_opts *o,
         /* getaddrinfo asks the kernel for local addresses over netlink. */
         ADD(ctx, SCMP_ACT_ALLOW, socket, 2, SCMP_A0(SCMP_CMP_EQ, AF_NETLINK),
             SCMP_A2(SCMP_CMP_EQ, NETLINK_ROUTE));
+    }
+    r = 0;
+out:
+    return r;
+}
+
+/*
+ * What the load stage calls between PRE (before HELLO) and NARROW (right
+ * before dlopen) beyond LOAD's own rules: return to the host's network
+ * namespace (network: true), attach and size the private /tmp, the switch
+ * to the worker uid and the capability checks after it (sandbox.c). NARROW
+ * traps every one of them again, so no function code can ever call them.
+ */
+static const char *const setup_calls[] = {
+    "setns",  "mount",     "move_mount", "setgroups",
+    "setresuid", "setresgid", "capget",  "capset",
+};
+static const int setup_prctls[] = {PR_SET_DUMPABLE, PR_CAPBSET_DROP,
+                                   PR_CAP_AMBIENT};
+
+/* PRE: LOAD for network and fork (which allows what every other variant
+ * of LOAD allows, and more), plus the setup calls. */
+static int add_pre_rules(scmp_filter_ctx ctx, pid_t self, char *err,
+                         size_t errlen)
+{
+    sf_seccomp_opts all = {.network = true, .allow_fork = true};
+    int r = add_load_rules(ctx, &all, self, err, errlen);
+
+    if (r < 0)
+        goto out;
+    r = add_names_act(ctx, SCMP_ACT_ALLOW, setup_calls,
+                      sizeof(setup_calls) / sizeof(*setup_calls), NULL, err,
+                      errlen);
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < sizeof(setup_prctls) / sizeof(*setup_prctls); i++)
+        ADD(ctx, SCMP_ACT_ALLOW, prctl, 1,
+            SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)setup_prctls[i]));
+    r = 0;
+out:
+    return r;
+}
+
+/* NARROW for o: on top of PRE, traps exactly what LOAD for o would and PRE
+ * does not (LOAD traps everything it does not allow). */
+static int add_narrow_rules(scmp_filter_ctx ctx, const sf_seccomp_opts *o,
+                            pid_t self, char *err, size_t errlen)
+{
+    int r = add_names_act(ctx, SCMP_ACT_TRAP, setup_calls,
+                          sizeof(setup_calls) / sizeof(*setup_calls), NULL,
+                          err, errlen);
+
+    if (r < 0)
+        goto out;
+    for (size_t i = 0; i < sizeof(setup_prctls) / sizeof(*setup_prctls); i++)
+        ADD(ctx, SCMP_ACT_TRAP, prctl, 1,
+            SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)setup_prctls[i]));
+    if (!o->allow_fork) {
+        /* LOAD: signals to itself only; clone only with CLONE_THREAD
+         * (PRE already refuses namespace flags); no socketpair, and
+         * sendmsg only with network. */
+        ADD(ctx, SCMP_ACT_TRAP, kill, 1,
+            SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)self));
+        ADD(ctx, SCMP_ACT_TRAP, tgkill, 1,
+            SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)self));
+        ADD(ctx, SCMP_ACT_TRAP, clone, 1,
+            SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_THREAD, 0));
+        ADD(ctx, SCMP_ACT_TRAP, socketpair, 0);
+        if (!o->network)
+            ADD(ctx, SCMP_ACT_TRAP, sendmsg, 0);
+    }
+    if (!o->network) {
+        /* sendmsg was settled just above (a template keeps it). */
+        r = add_names_act(ctx, SCMP_ACT_TRAP, allow_network,
+                          sizeof(allow_network) / sizeof(*allow_network),
+                          "sendmsg", err, errlen);
+        if (r < 0)
+            goto out;
+        ADD(ctx, SCMP_ACT_TRAP, socket, 0);
     }
     r = 0;
 out:
@@ -353,12 +436,28 @@ int sf_seccomp_rules_compile(unsigned variant, pid_t self,
         snprintf(err, errlen, "no filter variant %u", variant);
         return -EINVAL;
     }
-    ctx = new_ctx(stage == SF_SECCOMP_LOAD ? SCMP_ACT_TRAP : SCMP_ACT_ALLOW,
+    /* LOAD and PRE are allow-lists; SERVE and NARROW deny-lists stacked
+     * on one of them. */
+    ctx = new_ctx(stage == SF_SECCOMP_LOAD || stage == SF_SECCOMP_PRE
+                      ? SCMP_ACT_TRAP
+                      : SCMP_ACT_ALLOW,
                   err, errlen);
     if (ctx == NULL)
         return -ENOMEM;
-    r = stage == SF_SECCOMP_LOAD ? add_load_rules(ctx, &o, self, err, errlen)
-                                 : add_serve_rules(ctx, &o, self, err, errlen);
+    switch (stage) {
+    case SF_SECCOMP_LOAD:
+        r = add_load_rules(ctx, &o, self, err, errlen);
+        break;
+    case SF_SECCOMP_SERVE:
+        r = add_serve_rules(ctx, &o, self, err, errlen);
+        break;
+    case SF_SECCOMP_PRE:
+        r = add_pre_rules(ctx, self, err, errlen);
+        break;
+    default:
+        r = add_narrow_rules(ctx, &o, self, err, errlen);
+        break;
+    }
     if (r < 0)
         goto out;
     /* libseccomp 2.5 exports to a file descriptor only. */

@@ -7,6 +7,8 @@
  * (src/worker/seccomp_rules.c). */
 #include <errno.h>
 #include <linux/audit.h>
+#include <linux/seccomp.h>
+#include <limits.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -260,6 +262,234 @@ static void test_template_forks_but_its_children_cannot(void **state)
     assert_trapped(&oc, SYS_clone);
 }
 
+/* ---- PRE with NARROW on top decides as LOAD does ------------------------ */
+
+/*
+ * Classic BPF as the kernel runs a seccomp program (the instructions
+ * seccomp_check_filter accepts), over one struct seccomp_data. Fails the
+ * test on anything else, on a bad load offset or on running off the end.
+ */
+static uint32_t bpf_run(const struct sock_filter *f, size_t n,
+                        const struct seccomp_data *d)
+{
+    uint32_t A = 0, X = 0, M[BPF_MEMWORDS] = {0};
+
+    for (size_t pc = 0; pc < n; pc++) {
+        const struct sock_filter *i = &f[pc];
+        uint32_t v = BPF_SRC(i->code) == BPF_X ? X : i->k;
+
+        switch (BPF_CLASS(i->code)) {
+        case BPF_LD:
+        case BPF_LDX: {
+            uint32_t *r = BPF_CLASS(i->code) == BPF_LD ? &A : &X;
+            switch (BPF_MODE(i->code)) {
+            case BPF_ABS:
+                assert_int_equal(BPF_SIZE(i->code), BPF_W);
+                assert_true(i->k % 4 == 0 && i->k + 4 <= sizeof(*d));
+                memcpy(r, (const char *)d + i->k, 4);
+                break;
+            case BPF_IMM:
+                *r = i->k;
+                break;
+            case BPF_MEM:
+                assert_true(i->k < BPF_MEMWORDS);
+                *r = M[i->k];
+                break;
+            case BPF_LEN:
+                *r = sizeof(*d);
+                break;
+            default:
+                fail_msg("load mode %#x", i->code);
+            }
+            break;
+        }
+        case BPF_ST:
+        case BPF_STX:
+            assert_true(i->k < BPF_MEMWORDS);
+            M[i->k] = BPF_CLASS(i->code) == BPF_ST ? A : X;
+            break;
+        case BPF_ALU:
+            switch (BPF_OP(i->code)) {
+            case BPF_ADD: A += v; break;
+            case BPF_SUB: A -= v; break;
+            case BPF_MUL: A *= v; break;
+            case BPF_DIV: assert_true(v != 0); A /= v; break;
+            case BPF_MOD: assert_true(v != 0); A %= v; break;
+            case BPF_OR: A |= v; break;
+            case BPF_AND: A &= v; break;
+            case BPF_XOR: A ^= v; break;
+            case BPF_LSH: A = v < 32 ? A << v : 0; break;
+            case BPF_RSH: A = v < 32 ? A >> v : 0; break;
+            case BPF_NEG: A = -A; break;
+            default: fail_msg("alu op %#x", i->code);
+            }
+            break;
+        case BPF_JMP: {
+            bool c;
+            switch (BPF_OP(i->code)) {
+            case BPF_JA: pc += i->k; continue;
+            case BPF_JEQ: c = A == v; break;
+            case BPF_JGT: c = A > v; break;
+            case BPF_JGE: c = A >= v; break;
+            case BPF_JSET: c = (A & v) != 0; break;
+            default: fail_msg("jump op %#x", i->code); return 0;
+            }
+            pc += c ? i->jt : i->jf;
+            break;
+        }
+        case BPF_RET:
+            return BPF_RVAL(i->code) == BPF_A ? A : i->k;
+        case BPF_MISC:
+            if (BPF_MISCOP(i->code) == BPF_TAX)
+                X = A;
+            else
+                A = X;
+            break;
+        default:
+            fail_msg("instruction class %#x", i->code);
+        }
+    }
+    fail_msg("ran off the end of the program");
+    return 0;
+}
+
+/* Two stacked filters: the kernel runs every filter and keeps the action
+ * of highest precedence (lowest signed action value); for equal ones, the
+ * newest filter's (seccomp_run_filters). */
+static uint32_t stacked(uint32_t older, uint32_t newer)
+{
+    return (int32_t)(older & SECCOMP_RET_ACTION_FULL) <
+                   (int32_t)(newer & SECCOMP_RET_ACTION_FULL)
+               ? older
+               : newer;
+}
+
+/* Adds to vals[arg] (n[arg] so far, cap) each 32-bit constant the program
+ * compares a word of argument arg with (its k after a load from there). */
+static void arg_constants(const struct sock_filter *f, size_t len,
+                          uint32_t vals[6][128], size_t n[6])
+{
+    uint32_t from = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        uint16_t c = f[i].code;
+        size_t arg;
+        bool seen = false;
+
+        if (c == (BPF_LD | BPF_W | BPF_ABS))
+            from = f[i].k;
+        if (BPF_CLASS(c) != BPF_JMP && BPF_CLASS(c) != BPF_ALU)
+            continue;
+        if (BPF_SRC(c) != BPF_K || BPF_OP(c) == BPF_JA ||
+            from < offsetof(struct seccomp_data, args))
+            continue;
+        arg = (from - offsetof(struct seccomp_data, args)) / 8;
+        for (size_t j = 0; j < n[arg] && !seen; j++)
+            seen = vals[arg][j] == f[i].k;
+        if (!seen && n[arg] < 128)
+            vals[arg][n[arg]++] = f[i].k;
+    }
+}
+
+static uint64_t xorshift(uint64_t *s)
+{
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+/*
+ * For every load variant: every system call number (and some beyond the
+ * table), on this architecture and two others, with all-zero arguments,
+ * with each argument set to each constant any of the three programs
+ * compares that argument with (and one above and below it, under a zero
+ * and an all-ones high word), and with random arguments: LOAD's answer
+ * must equal PRE's and NARROW's stacked.
+ */
+static void test_pre_with_narrow_is_load(void **state)
+{
+    static struct sock_filter load[BPF_MAXINSNS], pre[BPF_MAXINSNS],
+        narrow[BPF_MAXINSNS];
+    static const uint32_t archs[] = {AUDIT_ARCH_X86_64, AUDIT_ARCH_I386,
+                                     0x12345678};
+    static const uint32_t highs[] = {0, 0xffffffffu};
+    pid_t self = getpid();
+    sf_seccomp_opts all = {.network = true, .allow_fork = true};
+    size_t npre, checked = 0;
+    uint64_t seed = 0x9e3779b97f4a7c15ULL;
+    (void)state;
+
+    npre = sf_seccomp_program(sf_seccomp_variant(SF_SECCOMP_PRE, &all), self,
+                              pre, BPF_MAXINSNS);
+    assert_true(npre > 0);
+    for (unsigned opt = 0; opt < 4; opt++) {
+        sf_seccomp_opts o = {.network = (opt & 2u) != 0,
+                             .allow_fork = (opt & 1u) != 0};
+        size_t nload = sf_seccomp_program(
+            sf_seccomp_variant(SF_SECCOMP_LOAD, &o), self, load, BPF_MAXINSNS);
+        size_t nnarrow =
+            sf_seccomp_program(sf_seccomp_variant(SF_SECCOMP_NARROW, &o), self,
+                               narrow, BPF_MAXINSNS);
+        uint32_t consts[6][128];
+        size_t nc[6] = {0}, nvar = 0;
+
+        assert_true(nload > 0 && nnarrow > 0);
+        /* NARROW is the point: much shorter than LOAD. */
+        assert_true(nnarrow * 3 < nload);
+        arg_constants(load, nload, consts, nc);
+        arg_constants(pre, npre, consts, nc);
+        arg_constants(narrow, nnarrow, consts, nc);
+        for (int k = 0; k < 6; k++)
+            nvar += nc[k] * 6; /* k-1, k, k+1 under two high words */
+        for (size_t a = 0; a < sizeof(archs) / sizeof(*archs); a++) {
+            for (uint32_t nr = 0; nr < 520; nr++) {
+                uint32_t nrs[] = {nr, nr | 0x40000000u, 0xffffffffu - nr};
+                for (size_t w = 0; w < (nr < 8 ? 3u : 1u); w++) {
+                    size_t variations = a == 0 && w == 0 ? 1 + nvar + 32 : 1;
+
+                    for (size_t t = 0; t < variations; t++) {
+                        struct seccomp_data d;
+                        uint32_t want, got;
+
+                        memset(&d, 0, sizeof(d));
+                        d.nr = (int)nrs[w];
+                        d.arch = archs[a];
+                        if (t > 0 && t <= nvar) {
+                            size_t u = t - 1, arg = 0;
+                            while (u >= nc[arg] * 6)
+                                u -= nc[arg++] * 6;
+                            d.args[arg] =
+                                (uint64_t)highs[(u / 3) % 2] << 32 |
+                                (uint32_t)(consts[arg][u / 6] +
+                                           (uint32_t)(u % 3) - 1u);
+                        } else if (t > 0) {
+                            for (int k = 0; k < 6; k++)
+                                d.args[k] = xorshift(&seed);
+                        }
+                        want = bpf_run(load, nload, &d);
+                        got = stacked(bpf_run(pre, npre, &d),
+                                      bpf_run(narrow, nnarrow, &d));
+                        if (want != got)
+                            fail_msg("variant net=%d fork=%d arch=%#x nr=%d "
+                                     "args=%#llx,%#llx,%#llx: LOAD %#x, "
+                                     "PRE+NARROW %#x",
+                                     o.network, o.allow_fork, d.arch, d.nr,
+                                     (unsigned long long)d.args[0],
+                                     (unsigned long long)d.args[1],
+                                     (unsigned long long)d.args[2], want, got);
+                        checked++;
+                    }
+                }
+            }
+        }
+    }
+    /* End to end, every worker of a root daemon runs PRE and NARROW
+     * (test_sandbox.py's attacks); this checks the rules, input by input. */
+    print_message("checked %zu inputs\n", checked);
+    assert_true(checked > 100000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -272,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_fork_refused),
         cmocka_unit_test(test_exec_memory_only_before_serving),
         cmocka_unit_test(test_template_forks_but_its_children_cannot),
+        cmocka_unit_test(test_pre_with_narrow_is_load),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
