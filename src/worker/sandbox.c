@@ -73,6 +73,8 @@ static int pre_abi;
  * under /tmp would be hidden by it. */
 #define TMP_AHEAD_MB 64
 static int pre_tmp_fd = -1;
+/* The prepared rulesets hold the rule for the private /tmp already. */
+static bool pre_tmp_rule;
 /* PRE is in force (pre_attach): the load stage stacks NARROW, not LOAD. */
 static bool pre_filter;
 
@@ -178,6 +180,17 @@ static void prepare_rulesets(void)
         }
         pre_ruleset[net] = fd;
     }
+    /* The private /tmp too, through the detached mount's root: a rule
+     * holds the inode, which stays the same once it is attached. */
+    if (pre_tmp_fd >= 0 && pre_ruleset[0] >= 0 && pre_ruleset[1] >= 0) {
+        sf_landlock_rule tmp = {.fd = pre_tmp_fd, .write = true,
+                                .is_dir = true};
+        pre_tmp_rule =
+            sf_landlock_add(pre_abi, pre_ruleset[0], &tmp, 1, err,
+                            sizeof(err)) == 0 &&
+            sf_landlock_add(pre_abi, pre_ruleset[1], &tmp, 1, err,
+                            sizeof(err)) == 0;
+    }
 out:
     close_rules(rules, n);
 }
@@ -185,15 +198,16 @@ out:
 /*
  * Does, while the worker is still generic, what does not depend on the
  * function, so that it is not in every cold start (costs measured on the
- * reference VM): new IPC, UTS and network namespaces (a network namespace
- * 1-2 ms, IPC up to 0.8 ms), a mount namespace with private mounts (but
- * not /tmp: the artifact may live there, and its size is the function's),
- * an empty capability bounding set (~40 prctl), and the read-only Landlock
- * rules. A network namespace is made for every worker; one whose function
- * has network returns to the host's (host_netns) in the load stage. Root
- * only: a user namespace's network namespace could not be left again.
- * Nothing here is required: whatever fails is done, or fails closed, in
- * the load stage.
+ * reference VM): new IPC and UTS namespaces (IPC up to 0.8 ms), the
+ * daemon's shared network namespace joined (or a new one made: 1-2 ms), a
+ * mount namespace with private mounts and the private /tmp made but not
+ * attached (the artifact may live under the host's /tmp), an empty
+ * capability bounding set (~40 prctl), the read-only Landlock rules and
+ * the first part of the seccomp load filter (PRE). A worker whose function
+ * has network returns to the host's network namespace (host_netns) in the
+ * load stage. Root only: a user namespace's network namespace could not
+ * be left again. Nothing here is required: whatever fails is done, or
+ * fails closed, in the load stage.
  */
 /*
  * The seccomp filter's first part (PRE, seccomp.h), loaded before HELLO so
@@ -802,8 +816,10 @@ static int apply_landlock(const sf_sandbox_policy *p, int afd, bool have_tmp,
     int r = -1, pre = pre_ruleset[p->network ? 1 : 0];
 
     if (pre >= 0 && abi == pre_abi) {
-        /* The read-only rules are in already: add /tmp and the artifact. */
-        if (have_tmp && add_rule(rules, &n, "/tmp", true, err, errlen) < 0)
+        /* The read-only rules are in already (and /tmp's, unless it
+         * could not be added ahead): add the artifact. */
+        if (have_tmp && !pre_tmp_rule &&
+            add_rule(rules, &n, "/tmp", true, err, errlen) < 0)
             goto out;
         rules[n++] =
             (sf_landlock_rule){.fd = afd, .write = false, .is_dir = false};
