@@ -1474,10 +1474,18 @@ typedef struct spare_leaf {
     fnv *fn;    /* NULL once dropped (the move's end then cleans up) */
     uint64_t id;
     int pid;
+    int pidfd; /* opened and checked (child_of) when SPARE came */
     uint32_t memory_mb;
     bool moving;
     bool ok;
 } spare_leaf;
+
+static void spare_free(spare_leaf *s)
+{
+    if (s->pidfd >= 0)
+        close(s->pidfd);
+    free(s);
+}
 
 static void spare_move(spare_leaf *s)
 {
@@ -1503,7 +1511,7 @@ static void spare_move_done(uv_work_t *req, int status)
     p->open_handles--;
     if (s->fn == NULL) {
         remove_leaf(p, s->id);
-        free(s);
+        spare_free(s);
     } else {
         pump(p, s->fn); /* a FORK may have waited for this */
     }
@@ -1524,7 +1532,7 @@ static void drop_spare(sf_pool *p, fnv *f)
         return;
     }
     remove_leaf(p, s->id);
-    free(s);
+    spare_free(s);
 }
 
 /* Whether the process pidfd refers to (opened from pid) is parent's child.
@@ -1545,7 +1553,26 @@ static void adopt_child(worker *t, int pid)
     worker *w = calloc(1, sizeof(*w));
     int pidfd = -1, r;
     bool moved = false;
+    spare_leaf *sp = f->spare;
 
+    /* The spare we moved ahead (the usual case after the first instance):
+     * its pidfd was opened and checked when SPARE came, and while that
+     * process is not reaped the pid is still its own. Adopted under its
+     * leaf's id, with nothing left to move. */
+    if (w != NULL && sp != NULL && sp->pid == pid && sp->ok &&
+        syscall(SYS_pidfd_send_signal, sp->pidfd, 0, NULL, 0) == 0) {
+        f->spare = NULL;
+        pidfd = sp->pidfd;
+        sp->pidfd = -1;
+        w->id = sp->id;
+        spare_free(sp);
+        moved = true;
+        SF_DEBUG("msg=\"forked instance was moved into its leaf ahead\" "
+                 "instance=%llu function=%s pid=%d",
+                 (unsigned long long)w->id, f->name, pid);
+        goto adopt;
+    }
+    drop_spare(p, f);
     /* The template reaps children only when it gets the next FORK, which
      * we send after this: the pid cannot have been recycled yet. */
     if (pid > 0)
@@ -1567,21 +1594,8 @@ static void adopt_child(worker *t, int pid)
         worker_kill(t, KILL_PROTO);
         return;
     }
-    /* The spare whose leaf is ready (the usual case after the first
-     * instance): adopted under that leaf's id, nothing left to move. */
-    if (f->spare != NULL && f->spare->pid == pid && f->spare->ok) {
-        spare_leaf *sp = f->spare;
-        f->spare = NULL;
-        w->id = sp->id;
-        free(sp);
-        moved = true;
-        SF_DEBUG("msg=\"forked instance was moved into its leaf ahead\" "
-                 "instance=%llu function=%s pid=%d",
-                 (unsigned long long)w->id, f->name, pid);
-    } else {
-        drop_spare(p, f);
-        w->id = ++p->next_worker_id;
-    }
+    w->id = ++p->next_worker_id;
+adopt:
     w->pool = p;
     w->violation_nr = -1;
     w->pid = pid;
@@ -1718,14 +1732,16 @@ static void on_spare(worker *t, const char *payload)
         worker_kill(t, KILL_PROTO);
         return;
     }
-    close(pidfd);
     s = calloc(1, sizeof(*s));
-    if (s == NULL)
+    if (s == NULL) {
+        close(pidfd);
         return; /* then it is moved when handed over, as without SPARE */
+    }
     s->pool = p;
     s->fn = f;
     s->id = ++p->next_worker_id;
     s->pid = (int)m.pid;
+    s->pidfd = pidfd;
     s->memory_mb = f->cfg.memory_mb;
     s->req.data = s;
     f->spare = s;
