@@ -1424,15 +1424,22 @@ static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf);
  * used to. */
 #define CG_MOVE_HOT_US 5000
 
+/* Moves pid into leaf id (made if needed) and gives it memory_mb. Loop or
+ * thread pool: touches nothing of the pool's. Returns whether both held. */
+static bool move_into_leaf(sf_cgroup *cg, uint64_t id, int pid,
+                           uint32_t memory_mb)
+{
+    return sf_cgroup_add(cg, id, pid) == 0 &&
+           sf_cgroup_set_memory(cg, id, memory_mb) == 0;
+}
+
 /* Thread pool: moves a forked instance into its leaf and sets its limit.
  * Reads only fields that do not change while cg_pending. */
 static void cg_attach_work(uv_work_t *req)
 {
     worker *w = req->data;
-    sf_cgroup *cg = w->pool->cfg.cgroup;
 
-    if (sf_cgroup_add(cg, w->id, w->pid) == 0)
-        sf_cgroup_set_memory(cg, w->id, w->cg_memory_mb);
+    move_into_leaf(w->pool->cfg.cgroup, w->id, w->pid, w->cg_memory_mb);
 }
 
 /* Loop: the move is over; the instance may be given work now. */
@@ -1489,10 +1496,7 @@ static void spare_free(spare_leaf *s)
 
 static void spare_move(spare_leaf *s)
 {
-    sf_cgroup *cg = s->pool->cfg.cgroup;
-
-    s->ok = sf_cgroup_add(cg, s->id, s->pid) == 0 &&
-            sf_cgroup_set_memory(cg, s->id, s->memory_mb) == 0;
+    s->ok = move_into_leaf(s->pool->cfg.cgroup, s->id, s->pid, s->memory_mb);
 }
 
 static void spare_move_work(uv_work_t *req)
@@ -1661,8 +1665,7 @@ adopt:
     /* Right after another move the kernel has no grace period to wait
      * for (~10 us measured up to ~12 ms after the previous move, several
      * ms at 20 ms): done here, without the two thread hand-offs. */
-    sf_cgroup_add(p->cfg.cgroup, w->id, pid);
-    sf_cgroup_set_memory(p->cfg.cgroup, w->id, f->cfg.memory_mb);
+    move_into_leaf(p->cfg.cgroup, w->id, pid, f->cfg.memory_mb);
     p->cg_move_us = sf_mono_us();
     predispatch(w);
     return;
