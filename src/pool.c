@@ -32,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1147,6 +1148,62 @@ static int send_frame(worker *w, char *meta, size_t meta_len,
     return r;
 }
 
+/*
+ * send_frame, passing fd (SCM_RIGHTS) on the frame's first byte: written
+ * with sendmsg on the pipe's descriptor (libuv passes only its own handle
+ * types), the rest if any as send_frame does. When writes are queued
+ * before it (never for LOAD) or the socket is full, the frame goes without
+ * the fd. fd stays the caller's.
+ */
+static int send_frame_fd(worker *w, char *meta, size_t len, int fd)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } cm;
+    struct iovec iov = {meta, len};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cm.buf,
+                         .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *c;
+    uv_os_fd_t sock;
+    ssize_t n;
+    char *rest;
+
+    if (fd < 0 || uv_stream_get_write_queue_size((uv_stream_t *)&w->ipc) != 0 ||
+        uv_fileno((uv_handle_t *)&w->ipc, &sock) != 0)
+        return send_frame(w, meta, len, NULL, 0);
+    memset(&cm, 0, sizeof(cm));
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int));
+    memcpy(CMSG_DATA(c), &fd, sizeof(int));
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+        return send_frame(w, meta, len, NULL, 0);
+    if (n < 0) {
+        int e = -errno;
+        free(meta);
+        return e;
+    }
+    if ((size_t)n == len) {
+        free(meta);
+        return 0;
+    }
+    rest = malloc(len - (size_t)n);
+    if (rest == NULL) {
+        free(meta);
+        return -ENOMEM;
+    }
+    memcpy(rest, meta + n, len - (size_t)n);
+    free(meta);
+    return send_frame(w, rest, len - (size_t)n, NULL, 0);
+}
+
 static void dispatch(worker *w, inv *i)
 {
     char *meta;
@@ -1191,7 +1248,7 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg,
                      .max_children = max_children};
     char *out;
     size_t len;
-    int r;
+    int r, afd;
 
     /* With a memory cgroup in force the worker's RLIMIT_AS is only a
      * backstop, so the cgroup (which sees resident memory and reports OOM
@@ -1209,7 +1266,14 @@ static int send_load(worker *w, const char *path, const sf_fn_config *cfg,
         return r;
     w->load_start_us = sf_mono_us();
     uv_timer_start(&w->timer, on_timer, cfg->init_timeout_ms, 0);
-    return send_frame(w, out, len, NULL, 0);
+    /* The artifact goes open with LOAD: a worker may already run as a uid
+     * that cannot open the state directory (sandbox.c, userns_ahead). If
+     * it cannot be opened here, the worker opens the path and reports. */
+    afd = open(path, O_RDONLY | O_CLOEXEC);
+    r = send_frame_fd(w, out, len, afd);
+    if (afd >= 0)
+        close(afd);
+    return r;
 }
 
 /*
@@ -2381,8 +2445,9 @@ static void on_pool_timer_closed(uv_handle_t *h)
  * sockets, and without network: true a function cannot create a socket at
  * all (seccomp; a template's socketpair is unnamed); with it, the worker
  * returns to the host's namespace. Only for a root daemon with the sandbox
- * on (a non-root daemon's workers build their namespaces at LOAD inside a
- * user namespace). -1 if not made; workers then make their own.
+ * on: a non-root daemon's workers each live in their own user namespace,
+ * which must own their network namespace (sandbox.c, prepare_ahead). -1
+ * if not made; workers then make their own.
  */
 static void *netns_thread(void *arg)
 {

@@ -22,6 +22,7 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/mount.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -64,6 +65,12 @@ static bool in_memcg;
  * one per value of network (-1 if none). */
 static int pre_ns;
 static int host_netns = -1;
+/* Non-root daemon: a network namespace made ahead but not entered (the
+ * worker's user namespace owns it, so a function with network could never
+ * leave it again); joined at LOAD unless the function has network. */
+static int pre_netns = -1;
+/* The worker switched to its uid ahead (ids_before_namespaces). */
+static bool pre_ids;
 static bool pre_bounding;
 static int pre_ruleset[2] = {-1, -1};
 static int pre_abi;
@@ -83,6 +90,8 @@ static int add_rule(sf_landlock_rule *rules, size_t *n, const char *path,
 static void close_rules(sf_landlock_rule *r, size_t n);
 static int drop_bounding(bool must, char *err, size_t errlen);
 static int tmp_ahead(void);
+static int enter_userns(void);
+static int ids_before_namespaces(char *err, size_t errlen);
 
 /* Read-only for every function: the dynamic loader's world, time zones,
  * name resolution and CA certificates, and a few character devices. */
@@ -196,20 +205,6 @@ out:
 }
 
 /*
- * Does, while the worker is still generic, what does not depend on the
- * function, so that it is not in every cold start (costs measured on the
- * reference VM): new IPC and UTS namespaces (IPC up to 0.8 ms), the
- * daemon's shared network namespace joined (or a new one made: 1-2 ms), a
- * mount namespace with private mounts and the private /tmp made but not
- * attached (the artifact may live under the host's /tmp), an empty
- * capability bounding set (~40 prctl), the read-only Landlock rules and
- * the first part of the seccomp load filter (PRE). A worker whose function
- * has network returns to the host's network namespace (host_netns) in the
- * load stage. Root only: a user namespace's network namespace could not
- * be left again. Nothing here is required: whatever fails is done, or
- * fails closed, in the load stage.
- */
-/*
  * The seccomp filter's first part (PRE, seccomp.h), loaded before HELLO so
  * that LOAD only stacks the short NARROW: only when every namespace was
  * made here, since PRE does not allow unshare (the load stage would then
@@ -221,7 +216,10 @@ static bool pre_attach(void)
     char err[256];
     const int all = CLONE_NEWNS | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWNET;
 
-    if ((pre_ns & all) != all || sf_seccomp_install_reporter(SF_IPC_FD) < 0)
+    /* A non-root worker's network namespace is joined by setns at LOAD,
+     * which PRE allows. */
+    if (((pre_ns | (pre_netns >= 0 ? CLONE_NEWNET : 0)) & all) != all ||
+        sf_seccomp_install_reporter(SF_IPC_FD) < 0)
         return false;
     if (sf_seccomp_pre_filter(err, sizeof(err)) < 0) {
         SF_DEBUG("msg=\"no seccomp filter ahead of LOAD\" error=\"%s\"", err);
@@ -230,11 +228,76 @@ static bool pre_attach(void)
     return true;
 }
 
-static void prepare_ahead(int shared_netns)
+/* A network namespace from a thread that then exits, as an fd; the
+ * calling thread stays where it is. */
+static void *netns_thread(void *arg)
+{
+    int *fd = arg;
+
+    if (unshare(CLONE_NEWNET) == 0)
+        *fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+    return NULL;
+}
+
+static int netns_aside(void)
+{
+    pthread_attr_t a;
+    pthread_t t;
+    int fd = -1;
+
+    if (pthread_attr_init(&a) != 0)
+        return -1;
+    pthread_attr_setstacksize(&a, 64 << 10);
+    if (pthread_create(&t, &a, netns_thread, &fd) == 0)
+        pthread_join(t, NULL);
+    pthread_attr_destroy(&a);
+    return fd;
+}
+
+/* Non-root: the uid switch and the user namespace of the load stage,
+ * done now. Returns whether the worker is in its user namespace. */
+static bool userns_ahead(void)
 {
     char err[256];
 
-    if (!opts.enabled || geteuid() != 0)
+    if (ids_before_namespaces(err, sizeof(err)) < 0)
+        return false;
+    pre_ids = true;
+    if (enter_userns() != 0)
+        return false;
+    pre_ns |= CLONE_NEWUSER;
+    /* The id maps are written; not ptrace-able by the worker uid's other
+     * processes while it waits for LOAD (which sets this again). */
+    prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+    return true;
+}
+
+/*
+ * Does, while the worker is still generic, what does not depend on the
+ * function, so that it is not in every cold start (costs measured on the
+ * reference VM): new IPC and UTS namespaces (IPC up to 0.8 ms), a network
+ * namespace (1-2 ms to make; a root daemon's is shared by all workers), a
+ * mount namespace with private mounts and the private /tmp made but not
+ * attached (the artifact may live under the host's /tmp), an empty
+ * capability bounding set (~40 prctl), the read-only Landlock rules and
+ * the first part of the seccomp load filter (PRE).
+ *
+ * As root the worker enters the network namespace now and keeps the
+ * host's (host_netns) to return to, in the load stage, if its function
+ * has network. A non-root daemon's worker first switches to its uid and
+ * enters a user namespace (as the load stage would), which owns every
+ * namespace made after it: it could not return to the host's network
+ * namespace, so it only makes one here, from a short-lived thread, and
+ * keeps it (pre_netns) to enter at LOAD if the function has no network.
+ * Nothing here is required: whatever fails is done, or fails closed, in
+ * the load stage.
+ */
+static void prepare_ahead(int shared_netns)
+{
+    char err[256];
+    bool root = geteuid() == 0;
+
+    if (!opts.enabled || (!root && !userns_ahead()))
         return;
     if (unshare(CLONE_NEWNS) == 0) {
         if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0) {
@@ -252,14 +315,18 @@ static void prepare_ahead(int shared_netns)
         /* Cosmetic (see enter_namespaces). */
         (void)sethostname(SF_SANDBOX_HOSTNAME, strlen(SF_SANDBOX_HOSTNAME));
     }
-    host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
-    if (host_netns >= 0 &&
-        ((shared_netns >= 0 && setns(shared_netns, CLONE_NEWNET) == 0) ||
-         unshare(CLONE_NEWNET) == 0)) {
-        pre_ns |= CLONE_NEWNET;
-    } else if (host_netns >= 0) {
-        close(host_netns);
-        host_netns = -1;
+    if (!root) {
+        pre_netns = netns_aside();
+    } else {
+        host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+        if (host_netns >= 0 &&
+            ((shared_netns >= 0 && setns(shared_netns, CLONE_NEWNET) == 0) ||
+             unshare(CLONE_NEWNET) == 0)) {
+            pre_ns |= CLONE_NEWNET;
+        } else if (host_netns >= 0) {
+            close(host_netns);
+            host_netns = -1;
+        }
     }
     pre_bounding = drop_bounding(true, err, sizeof(err)) == 0;
     prepare_rulesets();
@@ -284,16 +351,27 @@ static int settle_network(const sf_sandbox_policy *p, char *err, size_t errlen)
         } else {
             pre_ns &= ~CLONE_NEWNET;
         }
+    } else if (!p->network && pre_netns >= 0) {
+        if (setns(pre_netns, CLONE_NEWNET) != 0) {
+            snprintf(err, errlen,
+                     "enter the network namespace made ahead: %s",
+                     strerror(errno));
+            r = -1;
+        } else {
+            pre_ns |= CLONE_NEWNET;
+        }
     }
     if (host_netns >= 0)
         close(host_netns);
-    host_netns = -1;
+    if (pre_netns >= 0)
+        close(pre_netns);
+    host_netns = pre_netns = -1;
     return r;
 }
 
 /* The daemon's shared, empty network namespace (pool.c, shared_netns), if
- * it passed one: returns the fd, or -1. The fd is closed after
- * prepare_ahead either way (by close_shared_netns). */
+ * it passed one: returns the fd, or -1. sf_sandbox_early closes it after
+ * prepare_ahead either way. */
 static int take_shared_netns(void)
 {
     const char *v = getenv("SOFAAS_NETNS_FD");
@@ -376,13 +454,14 @@ static int close_span(unsigned lo, unsigned hi)
     return 0;
 }
 
-/* stdin from /dev/null; nothing open but stdio, the IPC channel and what
- * was prepared ahead: the rulesets (closed once Landlock is in force) and
- * the detached /tmp (closed once attached). */
-static int close_fds(char *err, size_t errlen)
+/* stdin from /dev/null; nothing open but stdio, the IPC channel, what was
+ * prepared ahead (the rulesets, closed once Landlock is in force, and the
+ * detached /tmp, closed once attached) and also_keep (the artifact the
+ * daemon passed, or -1). */
+static int close_fds(int also_keep, char *err, size_t errlen)
 {
     int nul = open("/dev/null", O_RDONLY | O_CLOEXEC);
-    unsigned keep[3], nk = 0, lo = SF_IPC_FD + 1;
+    unsigned keep[4], nk = 0, lo = SF_IPC_FD + 1;
 
     if (nul < 0 || dup2(nul, STDIN_FILENO) < 0) {
         snprintf(err, errlen, "stdin from /dev/null: %s", strerror(errno));
@@ -390,9 +469,9 @@ static int close_fds(char *err, size_t errlen)
     }
     if (nul != STDIN_FILENO)
         close(nul);
-    int held[3] = {pre_ruleset[0], pre_ruleset[1], pre_tmp_fd};
+    int held[4] = {pre_ruleset[0], pre_ruleset[1], pre_tmp_fd, also_keep};
 
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (held[i] > SF_IPC_FD)
             keep[nk++] = (unsigned)held[i];
     for (unsigned i = 1; i < nk; i++) /* sort, ascending */
@@ -546,7 +625,7 @@ static int enter_namespaces(const sf_sandbox_policy *p, int *got, char *err,
 
     *got = pre_ns;
     want &= ~pre_ns;
-    if (geteuid() != 0) {
+    if (geteuid() != 0 && !(pre_ns & CLONE_NEWUSER)) {
         if (enter_userns() != 0)
             return 0; /* no user namespaces: no namespaces at all */
         *got |= CLONE_NEWUSER;
@@ -643,7 +722,7 @@ static int shed_caps(bool must_bound, char *err, size_t errlen)
      * there is nothing to drop and no right to drop it. */
     if (caps_empty())
         return 0;
-    if (drop_bounding(must_bound, err, errlen) < 0)
+    if (!pre_bounding && drop_bounding(must_bound, err, errlen) < 0)
         return -1;
     memset(d, 0, sizeof(d));
     if (syscall(SYS_capset, &h, d) != 0) {
@@ -860,6 +939,8 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
     if (set_env(p, err, errlen) < 0)
         return -1;
     if (!opts.enabled) {
+        if (p->artifact_fd > 0)
+            close(p->artifact_fd);
         snprintf(dlpath, dlpathlen, "%s", p->artifact_path);
         return 0;
     }
@@ -869,16 +950,19 @@ int sf_sandbox_load_stage(const sf_sandbox_policy *p, char *dlpath,
         snprintf(err, errlen, "PR_SET_NO_NEW_PRIVS: %s", strerror(errno));
         return -1;
     }
-    if (close_fds(err, errlen) < 0)
+    if (close_fds(p->artifact_fd > 0 ? p->artifact_fd : -1, err, errlen) < 0)
         return -1;
     /* Writing past RLIMIT_FSIZE fails with EFBIG instead of killing. */
     signal(SIGXFSZ, SIG_IGN);
-    afd = open(p->artifact_path, O_RDONLY | O_CLOEXEC);
+    /* Passed by the daemon, or opened here as the daemon's uid (before the
+     * uid drop and before /tmp is replaced). */
+    afd = p->artifact_fd > 0 ? p->artifact_fd
+                             : open(p->artifact_path, O_RDONLY | O_CLOEXEC);
     if (afd < 0) {
         snprintf(err, errlen, "open artifact: %s", strerror(errno));
         return -1;
     }
-    if (ids_before_namespaces(err, errlen) < 0 ||
+    if ((!pre_ids && ids_before_namespaces(err, errlen) < 0) ||
         enter_namespaces(p, &ns, err, errlen) < 0)
         goto fail;
     t_ns = now_us();

@@ -45,6 +45,9 @@
 
 typedef struct sf_sandbox_policy {
     const char *artifact_path; /* the .so about to be loaded */
+    /* > 0: the daemon passed it open with LOAD (the worker may already run
+     * as a uid that cannot open the path); otherwise the path is opened. */
+    int artifact_fd;
     uint32_t memory_mb;        /* address-space limit, 0 = none */
     bool memcg;                /* a memory cgroup enforces memory_mb */
     uint32_t tmp_mb;           /* private tmp quota */

@@ -71,6 +71,45 @@ static int read_full(int fd, void *buf, size_t len)
  * space wake-up), which cost a context switch per invocation for nothing.
  */
 static char inbuf[16 << 10];
+/* Until LOAD is handled, input is read with recvmsg so that the artifact
+ * the daemon passes with LOAD (SCM_RIGHTS) arrives; passed_fd holds it. */
+static bool accept_fd = true;
+static int passed_fd = -1;
+
+static ssize_t read_some(int fd, void *buf, size_t len)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(2 * sizeof(int))];
+    } cm;
+    struct iovec iov = {buf, len};
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cm.buf,
+                         .msg_controllen = sizeof(cm.buf)};
+    ssize_t n;
+
+    if (!accept_fd)
+        return read(fd, buf, len);
+    n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *c = n >= 0 ? CMSG_FIRSTHDR(&msg) : NULL; c != NULL;
+         c = CMSG_NXTHDR(&msg, c)) {
+        size_t nfd;
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
+            continue;
+        nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < nfd; i++) {
+            int got;
+            memcpy(&got, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+            /* One fd, with LOAD; anything more is dropped. */
+            if (passed_fd < 0)
+                passed_fd = got;
+            else
+                close(got);
+        }
+    }
+    return n;
+}
 static size_t in_off, in_len;
 
 static int fill_input(int fd)
@@ -93,7 +132,7 @@ static int fill_input(int fd)
         if (!(pfd.revents & (POLLIN | POLLHUP | POLLERR)))
             continue;
         /* Readable: this read does not block (we are its only reader). */
-        n = read(fd, inbuf + in_len, sizeof(inbuf) - in_len);
+        n = read_some(fd, inbuf + in_len, sizeof(inbuf) - in_len);
         if (n > 0) {
             in_len += (size_t)n;
             return 0;
@@ -236,7 +275,9 @@ static int do_load(int fd, const char *payload, size_t len)
         return -EPROTO;
     }
 
+    accept_fd = false;
     pol = (sf_sandbox_policy){.artifact_path = path,
+                              .artifact_fd = passed_fd,
                               .memory_mb = m.memory_mb,
                               .tmp_mb = m.tmp_mb,
                               .network = (m.flags & SF_LOAD_F_NETWORK) != 0,

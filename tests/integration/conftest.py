@@ -44,9 +44,10 @@ def free_port():
 class Daemon:
     """A running sofaasd. Use .url(path), .deploy(), .invoke()."""
 
-    def __init__(self, state_dir, args=(), env=None, token=None):
+    def __init__(self, state_dir, args=(), env=None, token=None, wrap=()):
         self.state_dir = str(state_dir)
         self.args = list(args)
+        self.wrap = list(wrap)  # a command prefix, e.g. setpriv ...
         self.env = env
         self.token = token
         self.port = None
@@ -59,7 +60,7 @@ class Daemon:
         env = dict(os.environ)
         if self.env:
             env.update(self.env)
-        cmd = [SOFAASD, "--listen", "127.0.0.1:%d" % self.port,
+        cmd = self.wrap + [SOFAASD, "--listen", "127.0.0.1:%d" % self.port,
                "--state-dir", self.state_dir, "--workers", "2",
                "--log-level", "debug"] + self.args
         os.makedirs(self.state_dir, exist_ok=True)

@@ -10,6 +10,7 @@ still answers.
 """
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -533,3 +534,48 @@ def test_unprivileged_daemon_with_setuid_caps_switches_user():
     out = as_user("--check-sandbox", "--worker-user", "12345:12346")
     assert out.returncode != 0
     assert "CAP_SETUID" in out.stderr
+
+
+@needs_root_and_setpriv
+def test_unprivileged_daemon_with_setuid_caps_prepares_workers_ahead():
+    """The packaged configuration: a non-root daemon with CAP_SETUID and
+    CAP_SETGID. Its workers switch to the worker uid and build their user
+    namespace and the others before HELLO (so they can no longer open the
+    state directory: the daemon passes the artifact open with LOAD), load
+    PRE ahead, and still give a function with network the host's network
+    namespace and one without its own."""
+    cmd = ["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups"]
+    if subprocess.run(cmd + [SOFAASD, "--version"],
+                      capture_output=True).returncode != 0:
+        pytest.skip("the build directory is not reachable for uid 1234")
+    top = "/var/tmp/sofaas-test-" + uuid.uuid4().hex
+    os.makedirs(os.path.join(top, "state"))
+    for path in (top, os.path.join(top, "state")):
+        os.chown(path, 1234, 1234)
+    d = Daemon(os.path.join(top, "state"),
+               args=["--worker-user", "12345:12346"],
+               wrap=cmd + ["--inh-caps=+setuid,+setgid",
+                           "--ambient-caps=+setuid,+setgid"])
+    try:
+        d.start()
+        deploy_with(d, "nonet", testfn("whoami"))
+        deploy_with(d, "net", testfn("whoami"), params={"network": "true"})
+        pids = {}
+        for name in ("nonet", "net"):
+            r = d.invoke(name)
+            assert r.status_code == 200, r.text
+            pids[name] = int(r.text)
+        mine = {k: os.readlink("/proc/self/ns/" + k) for k in ("net", "user")}
+        for name, pid in pids.items():
+            with open("/proc/%d/status" % pid) as f:
+                assert "\nUid:\t12345\t12345\t12345\t12345\n" in f.read()
+            assert os.readlink("/proc/%d/ns/user" % pid) != mine["user"]
+        assert os.readlink("/proc/%d/ns/net" % pids["net"]) == mine["net"]
+        assert os.readlink("/proc/%d/ns/net" % pids["nonet"]) != mine["net"]
+        loads = re.findall(r'msg="sandbox in force" stage=load .*', d.log())
+        assert loads and all("userns=1" in x and "seccomp_ahead=1" in x
+                             for x in loads), loads
+    finally:
+        d.stop()
+        shutil.rmtree(top, ignore_errors=True)
+
