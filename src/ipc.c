@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 typedef struct invoke_meta {
     uint32_t method_len, path_len, query_len, reqid_len;
@@ -384,3 +386,33 @@ int sf_ipc_decode_loaded(const char *payload, size_t len, int32_t *status,
     *status = m.status;
     return 0;
 }
+
+long sf_ipc_send_fds(int sock, struct iovec *iov, int iovcnt, const int *fds,
+                     int nfds, int flags)
+{
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(SF_IPC_MAX_FDS * sizeof(int))];
+    } cm;
+    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+    ssize_t n;
+
+    if (nfds < 0 || nfds > SF_IPC_MAX_FDS)
+        return -EINVAL;
+    if (nfds > 0) {
+        struct cmsghdr *c;
+        memset(&cm, 0, sizeof(cm));
+        msg.msg_control = cm.buf;
+        msg.msg_controllen = CMSG_SPACE((size_t)nfds * sizeof(int));
+        c = CMSG_FIRSTHDR(&msg);
+        c->cmsg_level = SOL_SOCKET;
+        c->cmsg_type = SCM_RIGHTS;
+        c->cmsg_len = CMSG_LEN((size_t)nfds * sizeof(int));
+        memcpy(CMSG_DATA(c), fds, (size_t)nfds * sizeof(int));
+    }
+    do
+        n = sendmsg(sock, &msg, MSG_NOSIGNAL | flags);
+    while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : (long)n;
+}
+

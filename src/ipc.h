@@ -188,6 +188,20 @@ typedef struct sf_response {
  */
 int sf_ipc_check_hdr(const sf_frame_hdr *h, bool from_worker);
 
+/* Maximum descriptors one message passes (a forked instance's socket and
+ * output pipe). */
+#define SF_IPC_MAX_FDS 2
+
+/*
+ * One sendmsg(2) of iov[0..iovcnt) on sock with fds[0..nfds) attached as
+ * SCM_RIGHTS (they ride the first byte sent; nfds <= SF_IPC_MAX_FDS),
+ * MSG_NOSIGNAL plus flags, retried on EINTR. Returns the bytes sent (the
+ * caller sends any rest without the fds) or -errno.
+ */
+struct iovec;
+long sf_ipc_send_fds(int sock, struct iovec *iov, int iovcnt, const int *fds,
+                     int nfds, int flags);
+
 /*
  * Encodes a frame header plus everything of an invocation except the body
  * into a new buffer (caller frees *out); the header's len already counts the

@@ -1157,38 +1157,20 @@ static int send_frame(worker *w, char *meta, size_t meta_len,
  */
 static int send_frame_fd(worker *w, char *meta, size_t len, int fd)
 {
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(int))];
-    } cm;
     struct iovec iov = {meta, len};
-    struct msghdr msg = {.msg_iov = &iov,
-                         .msg_iovlen = 1,
-                         .msg_control = cm.buf,
-                         .msg_controllen = sizeof(cm.buf)};
-    struct cmsghdr *c;
     uv_os_fd_t sock;
-    ssize_t n;
+    long n;
     char *rest;
 
     if (fd < 0 || uv_stream_get_write_queue_size((uv_stream_t *)&w->ipc) != 0 ||
         uv_fileno((uv_handle_t *)&w->ipc, &sock) != 0)
         return send_frame(w, meta, len, NULL, 0);
-    memset(&cm, 0, sizeof(cm));
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(int));
-    memcpy(CMSG_DATA(c), &fd, sizeof(int));
-    do
-        n = sendmsg(sock, &msg, MSG_NOSIGNAL | MSG_DONTWAIT);
-    while (n < 0 && errno == EINTR);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+    n = sf_ipc_send_fds(sock, &iov, 1, &fd, 1, MSG_DONTWAIT);
+    if (n == -EAGAIN || n == -EWOULDBLOCK)
         return send_frame(w, meta, len, NULL, 0);
     if (n < 0) {
-        int e = -errno;
         free(meta);
-        return e;
+        return (int)n;
     }
     if ((size_t)n == len) {
         free(meta);

@@ -365,29 +365,10 @@ static int send_forked(int chan, uint16_t type, int32_t status, pid_t pid,
     sf_forked_msg m = {status, (uint32_t)pid};
     sf_frame_hdr h = {.len = sizeof(m), .type = type};
     struct iovec iov[2] = {{&h, sizeof(h)}, {&m, sizeof(m)}};
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(2 * sizeof(int))];
-    } cm;
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
-    ssize_t n;
+    long n = sf_ipc_send_fds(chan, iov, 2, fds, fds ? 2 : 0, 0);
 
-    if (fds != NULL) {
-        struct cmsghdr *c;
-        memset(&cm, 0, sizeof(cm));
-        msg.msg_control = cm.buf;
-        msg.msg_controllen = sizeof(cm.buf);
-        c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-        memcpy(CMSG_DATA(c), fds, 2 * sizeof(int));
-    }
-    do
-        n = sendmsg(chan, &msg, MSG_NOSIGNAL);
-    while (n < 0 && errno == EINTR);
     if (n < 0)
-        return -errno;
+        return (int)n;
     /* The rest (rarely any) goes without the fds: they rode the first byte. */
     if ((size_t)n < sizeof(h) + sizeof(m)) {
         char all[sizeof(h) + sizeof(m)];

@@ -6,6 +6,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -180,6 +183,54 @@ static void test_check_hdr_fork_frames(void **state)
     assert_int_equal(sf_ipc_check_hdr(&h, true), -EPROTO);
 }
 
+/* Descriptors ride the first byte: the receiver gets the bytes and both
+ * descriptors, which work; more than SF_IPC_MAX_FDS is refused. */
+static void test_send_fds(void **state)
+{
+    int sv[2], p[2], fds[3];
+    char buf[8];
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(4 * sizeof(int))];
+    } cm;
+    struct iovec iov = {"abc", 3}, in = {buf, sizeof(buf)};
+    struct msghdr msg = {.msg_iov = &in,
+                         .msg_iovlen = 1,
+                         .msg_control = cm.buf,
+                         .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *c;
+    (void)state;
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    assert_int_equal(pipe(p), 0);
+    fds[0] = p[0];
+    fds[1] = p[1];
+    fds[2] = sv[0];
+    assert_int_equal(sf_ipc_send_fds(sv[0], &iov, 1, fds, 3, 0), -EINVAL);
+    assert_int_equal(sf_ipc_send_fds(sv[0], &iov, 1, fds, 2, 0), 3);
+    assert_int_equal(recvmsg(sv[1], &msg, 0), 3);
+    assert_memory_equal(buf, "abc", 3);
+    c = CMSG_FIRSTHDR(&msg);
+    assert_non_null(c);
+    assert_int_equal(c->cmsg_type, SCM_RIGHTS);
+    assert_int_equal(c->cmsg_len, CMSG_LEN(2 * sizeof(int)));
+    {
+        int r, w;
+        char x;
+        memcpy(&r, CMSG_DATA(c), sizeof(int));
+        memcpy(&w, CMSG_DATA(c) + sizeof(int), sizeof(int));
+        assert_int_equal(write(w, "z", 1), 1);
+        assert_int_equal(read(r, &x, 1), 1);
+        assert_int_equal(x, 'z');
+        close(r);
+        close(w);
+    }
+    close(p[0]);
+    close(p[1]);
+    close(sv[0]);
+    close(sv[1]);
+}
+
 static void test_response_roundtrip(void **state)
 {
     sf_response in = {.status = 201, .rc = 0, .headers = hdrs,
@@ -257,6 +308,7 @@ int main(void)
         cmocka_unit_test(test_oversized_encode),
         cmocka_unit_test(test_check_hdr),
         cmocka_unit_test(test_check_hdr_fork_frames),
+        cmocka_unit_test(test_send_fds),
         cmocka_unit_test(test_response_roundtrip),
         cmocka_unit_test(test_load_roundtrip),
         cmocka_unit_test(test_loaded_roundtrip),
