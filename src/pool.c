@@ -153,8 +153,9 @@ struct worker {
     uint64_t served;
     uint64_t last_used_us;
     kill_reason kill;
-    /* Signals go through it, so a recycled pid is never hit; for a forked
-     * instance it is also how its exit is seen (pidpoll). -1 if none. */
+    /* Signals go through it, so a recycled pid is never hit, and it is
+     * how the exit is seen (pidpoll; a spawned worker is then reaped with
+     * waitid(P_PIDFD)). -1 once closed. */
     int pidfd;
     bool oom;         /* the memory cgroup OOM-killed it */
     uint32_t cg_memory_mb; /* limit last written to its cgroup, 0 = none */
@@ -2154,9 +2155,10 @@ static int spawn_worker(sf_pool *p, validation *val)
 static void on_rtimer(uv_timer_t *t);
 
 /*
- * Refills the generic pool a little later rather than now: uv_spawn blocks
- * the loop until the child has exec'd (~1 ms here), which would sit right on
- * the path of the cold start that just used a generic worker.
+ * Refills the generic pool a little later rather than now: spawning blocks
+ * the loop ~0.5 ms (the leaf's mkdir and limits, posix_spawn until the
+ * child has exec'd), which would sit right on the path of the cold start
+ * that just used a generic worker.
  */
 #define REFILL_DELAY_MS 5
 static void schedule_refill(sf_pool *p)
