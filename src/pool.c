@@ -24,8 +24,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
-#include <sched.h>
 #include <seccomp.h>
 #include <signal.h>
 #include <spawn.h>
@@ -38,6 +36,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "netns.h"
 #include "util.h"
 
 typedef enum wstate {
@@ -797,7 +796,6 @@ static void load_failed(worker *w, const char *reason)
     record_failure(w->pool, f);
 }
 
-/* Retires f's template once it has no instances left to parent. */
 static void on_retire_timer(uv_timer_t *t)
 {
     worker *w = t->data;
@@ -821,6 +819,7 @@ static void retire_after_response(worker *w)
     uv_timer_start(&w->timer, on_retire_timer, 0, 0);
 }
 
+/* Retires f's template once it has no instances left to parent. */
 static void maybe_retire_template(sf_pool *p, fnv *f, uint64_t now);
 
 /*
@@ -1023,10 +1022,12 @@ static void on_pidfd(uv_poll_t *h, int status, int events)
         waitid((idtype_t)P_PIDFD, (id_t)w->pidfd, &si, WEXITED | WNOHANG) ==
             0 &&
         si.si_pid != 0) {
-        if (si.si_code == CLD_EXITED)
+        if (si.si_code == CLD_EXITED) {
             code = si.si_status;
-        else
-            code = 0, sig = si.si_status;
+        } else {
+            code = 0;
+            sig = si.si_status;
+        }
     }
     uv_close((uv_handle_t *)&w->pidpoll, on_handle_closed);
     close(w->pidfd);
@@ -1040,9 +1041,8 @@ static void worker_kill(worker *w, kill_reason why)
         return;
     if (w->kill == KILL_NONE)
         w->kill = why;
-    /* Through the pidfd when we have one: it names this process, not
-     * whatever reuses its pid. A forked instance has nothing else (it is
-     * the template's child, not ours). */
+    /* Through the pidfd: it names this process, not whatever reuses its
+     * pid (none once the exit was seen: nothing left to kill). */
     if (w->pidfd >= 0)
         syscall(SYS_pidfd_send_signal, w->pidfd, SIGKILL, NULL, 0);
 }
@@ -2420,9 +2420,8 @@ static void on_pool_timer_closed(uv_handle_t *h)
 }
 
 /*
- * One empty network namespace for every worker, made once (the daemon's
- * own is left alone: a thread unshares, and its namespace outlives it
- * through the fd). A worker joins it with setns (~10 us) instead of
+ * One empty network namespace for every worker, made once (aside: the
+ * daemon's own is left alone, netns.c). A worker joins it with setns (~10 us) instead of
  * creating its own (~0.8-1.4 ms of CPU, ~25% of a worker's start, and as
  * much again for the kernel to tear it down when the worker dies). Sharing
  * it gives functions nothing to share: it holds a down loopback and no
@@ -2433,19 +2432,9 @@ static void on_pool_timer_closed(uv_handle_t *h)
  * which must own their network namespace (sandbox.c, prepare_ahead). -1
  * if not made; workers then make their own.
  */
-static void *netns_thread(void *arg)
-{
-    int *fd = arg;
-
-    if (unshare(CLONE_NEWNET) == 0)
-        *fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    return NULL;
-}
-
 static int shared_netns(const sf_pool_config *cfg)
 {
-    pthread_t t;
-    int fd = -1;
+    int fd;
 
     if (geteuid() != 0)
         return -1;
@@ -2454,9 +2443,7 @@ static int shared_netns(const sf_pool_config *cfg)
          i++)
         if (strcmp(cfg->worker_args[i], "--sandbox=off") == 0)
             return -1;
-    if (pthread_create(&t, NULL, netns_thread, &fd) != 0)
-        return -1;
-    pthread_join(t, NULL);
+    fd = sf_netns_aside();
     if (fd < 0)
         SF_DEBUG("msg=\"no shared network namespace for workers, each "
                  "makes its own\"");

@@ -22,7 +22,6 @@
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/mount.h>
-#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -39,6 +38,7 @@
 
 #include "ipc.h"
 #include "landlock.h"
+#include "netns.h"
 #include "log.h"
 #include "seccomp.h"
 
@@ -228,32 +228,6 @@ static bool pre_attach(void)
     return true;
 }
 
-/* A network namespace from a thread that then exits, as an fd; the
- * calling thread stays where it is. */
-static void *netns_thread(void *arg)
-{
-    int *fd = arg;
-
-    if (unshare(CLONE_NEWNET) == 0)
-        *fd = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
-    return NULL;
-}
-
-static int netns_aside(void)
-{
-    pthread_attr_t a;
-    pthread_t t;
-    int fd = -1;
-
-    if (pthread_attr_init(&a) != 0)
-        return -1;
-    pthread_attr_setstacksize(&a, 64 << 10);
-    if (pthread_create(&t, &a, netns_thread, &fd) == 0)
-        pthread_join(t, NULL);
-    pthread_attr_destroy(&a);
-    return fd;
-}
-
 /* Non-root: the uid switch and the user namespace of the load stage,
  * done now. Returns whether the worker is in its user namespace. */
 static bool userns_ahead(void)
@@ -316,7 +290,7 @@ static void prepare_ahead(int shared_netns)
         (void)sethostname(SF_SANDBOX_HOSTNAME, strlen(SF_SANDBOX_HOSTNAME));
     }
     if (!root) {
-        pre_netns = netns_aside();
+        pre_netns = sf_netns_aside();
     } else {
         host_netns = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
         if (host_netns >= 0 &&
