@@ -131,12 +131,12 @@ typedef struct sf_violation_msg {
 _Static_assert(sizeof(sf_violation_msg) == 8, "violation layout");
 
 /*
- * FORK has no payload. The template answers FORKED with this payload and,
- * when status is 0, exactly two file descriptors in SCM_RIGHTS ancillary
- * data on the frame's first byte: the daemon's end of the new instance's
- * socketpair, then the read end of its stdout+stderr pipe. The new instance
- * then speaks on its own socket and sends LOADED there first (it never
- * sends HELLO).
+ * FORK has no payload. Without flags it asks for an instance now: the
+ * template answers FORKED with this payload and, when status is 0, exactly
+ * two file descriptors in SCM_RIGHTS ancillary data on the frame's first
+ * byte: the daemon's end of the new instance's socketpair, then the read
+ * end of its stdout+stderr pipe. The new instance then speaks on its own
+ * socket and sends LOADED there first (it never sends HELLO).
  */
 typedef struct sf_forked_msg {
     int32_t status; /* 0 or -errno (-EAGAIN: at max_children) */
@@ -145,12 +145,20 @@ typedef struct sf_forked_msg {
 _Static_assert(sizeof(sf_forked_msg) == 8, "forked layout");
 
 /*
- * SPARE (the same payload, status 0, no descriptors): sent right after a
- * FORKED when the template has forked the next child ahead (the spare it
- * will hand over on the next FORK). The daemon may move that pid into
- * its memory cgroup leaf before it is asked for (docs/pool.md), sending
- * no FORK until it has; it ignores a SPARE that crossed its next FORK.
+ * SPARE (the same payload; with status 0, the same two descriptors): the
+ * template's next child, forked ahead and offered. It is sent right after
+ * a FORKED that handed over a child, or in answer to a FORK flagged
+ * SF_FORK_F_TAKEN (then with status -errno when none could be forked).
+ * The template keeps its own copies of the offered spare's descriptors:
+ * if the daemon did not take it, the next plain FORK is answered with it.
+ * The daemon may take it at once (it sends the spare its first invocation
+ * itself, docs/pool.md) and then sends FORK with SF_FORK_F_TAKEN: the
+ * template forgets the spare (closes its copies) and offers the next one.
+ * The daemon ignores a SPARE that crossed a plain FORK (the template then
+ * hands that child over with FORKED).
  */
+#define SF_FORK_F_TAKEN 0x1 /* FORK flag: the offered spare was taken */
+#define SF_FORK_FLAGS SF_FORK_F_TAKEN
 
 /*
  * A decoded or to-be-encoded invocation. Strings are not owned; on decode

@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <seccomp.h>
+#include <poll.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stdio.h>
@@ -84,8 +85,9 @@ struct fnv {
     bool slow_init;      /* auto mode: a measured init reached threshold */
     worker *tmpl;        /* loading or ready template, or NULL */
     bool fork_pending;   /* one FORK in flight at a time (see on_forked) */
+    bool fork_taken;     /* ... and it only asks for the next spare */
     uint64_t fork_req_us;
-    struct spare_leaf *spare; /* the template's spare, moved ahead */
+    struct spare_leaf *spare; /* the template's offered spare, held */
     bool spare_may_come; /* one SPARE may follow each FORKED with a child */
     /* crash loop */
     uint64_t crash_us[SF_POOL_CRASH_LOOP_N]; /* ring of failure times */
@@ -266,6 +268,7 @@ static void transition(worker *w, wstate to)
             if (f->tmpl == w) {
                 f->tmpl = NULL;
                 f->fork_pending = false;
+                f->fork_taken = false;
                 f->spare_may_come = false;
                 drop_spare(w->pool, f);
             }
@@ -295,14 +298,14 @@ static void bind_fn(worker *w, fnv *f, bool is_template)
 static unsigned n_free_loading(const fnv *f)
 {
     return f->n_state[W_LOADING] - f->n_carrying +
-           (f->fork_pending ? 1u : 0u);
+           (f->fork_pending && !f->fork_taken ? 1u : 0u);
 }
 
 /* Instances that count against max_concurrency. */
 static unsigned n_live(const fnv *f)
 {
     return f->n_state[W_LOADING] + f->n_state[W_IDLE] + f->n_state[W_BUSY] +
-           (f->fork_pending ? 1u : 0u);
+           (f->fork_pending && !f->fork_taken ? 1u : 0u);
 }
 
 /* ---- function versions -------------------------------------------------- */
@@ -1307,19 +1310,23 @@ static void start_validation(worker *w)
         worker_kill(w, KILL_PROTO);
 }
 
-/* Asks f's ready template for one more instance. */
-static int request_fork(fnv *f)
+/* Asks f's ready template for one more instance (flags 0), or only for a
+ * new spare after we took the one it offered (SF_FORK_F_TAKEN). */
+static int request_fork(fnv *f, uint16_t flags)
 {
     char *m = malloc(sizeof(sf_frame_hdr));
-    sf_frame_hdr h = {.type = SF_FRAME_FORK};
+    sf_frame_hdr h = {.type = SF_FRAME_FORK, .flags = flags};
 
     if (m == NULL)
         return -ENOMEM;
     memcpy(m, &h, sizeof(h));
     f->fork_pending = true;
-    f->fork_req_us = sf_mono_us();
+    f->fork_taken = (flags & SF_FORK_F_TAKEN) != 0;
+    if (!f->fork_taken)
+        f->fork_req_us = sf_mono_us();
     if (send_frame(f->tmpl, m, sizeof(h), NULL, 0) < 0) {
         f->fork_pending = false;
+        f->fork_taken = false;
         worker_kill(f->tmpl, KILL_PROTO);
         return -EPIPE;
     }
@@ -1514,28 +1521,41 @@ static void cg_attach_done(uv_work_t *req, int status)
 }
 
 /*
- * A template's spare child (announced by SPARE) moved into its own leaf
- * before any FORK asks for it, so the FORK's path has no cgroup move: a
+ * A template's spare child, offered with SPARE (its socket and output
+ * pipe attached) and held here until an invocation needs a new instance:
+ * then it is started at once, with no FORK round trip on the path (the
+ * template is told afterwards, FORK flagged SF_FORK_F_TAKEN). While held
+ * it is moved into its own leaf, so taking it has no cgroup move either: a
  * move waits ~9 ms for an RCU grace period unless another one just
  * happened, which made a template start after a pause ~10x slower than
- * back to back. The leaf is made under the id the instance is adopted
- * with. No FORK is sent while the move runs: the template reaps only on
- * FORK, so the pid stays the spare's meanwhile.
+ * back to back. The leaf is made under the id the instance gets. No FORK
+ * is sent while the move runs: the template reaps only on FORK, so the pid
+ * stays the spare's meanwhile.
  */
 typedef struct spare_leaf {
     uv_work_t req;
     sf_pool *pool;
     fnv *fn;    /* NULL once dropped (the move's end then cleans up) */
+    worker *w;  /* its accepted channel and pipe; not in the pool yet */
     uint64_t id;
     int pid;
     int pidfd; /* opened and checked (child_of) when SPARE came */
     uint32_t memory_mb;
     bool moving;
-    bool ok;
+    bool ok; /* in its leaf (or there are no cgroups) */
 } spare_leaf;
+
+/* Closes a worker that never entered the pool (only its two pipes). */
+static void close_unstarted(worker *w)
+{
+    uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
+    uv_close((uv_handle_t *)&w->out, on_handle_closed);
+}
 
 static void spare_free(spare_leaf *s)
 {
+    if (s->w != NULL)
+        close_unstarted(s->w);
     if (s->pidfd >= 0)
         close(s->pidfd);
     free(s);
@@ -1564,13 +1584,14 @@ static void spare_move_done(uv_work_t *req, int status)
         remove_leaf(p, s->id);
         spare_free(s);
     } else {
-        pump(p, s->fn); /* a FORK may have waited for this */
+        pump(p, s->fn); /* an invocation may have waited for this */
     }
     maybe_destroy(p);
 }
 
-/* Forgets f's prepared spare leaf (stale: the template is gone, or it
- * handed over another child). */
+/* Forgets f's held spare (the template is gone, or it died, or it could
+ * not be moved). The template keeps its own copies of the descriptors, so
+ * a spare that is alive is handed over on the next plain FORK. */
 static void drop_spare(sf_pool *p, fnv *f)
 {
     spare_leaf *s = f->spare;
@@ -1595,59 +1616,30 @@ static bool child_of(int pidfd, int pid, int parent)
            syscall(SYS_pidfd_send_signal, pidfd, 0, NULL, 0) == 0;
 }
 
-/* Adopts the instance a template forked: fd is the daemon's end of its
- * socketpair (accepted from the template's channel), pid its process. */
-static void adopt_child(worker *t, int pid)
+/* Whether the process behind pidfd has exited (a zombie still takes
+ * signals; a pidfd is readable once the process has exited). */
+static bool pidfd_exited(int pidfd)
+{
+    struct pollfd pf = {.fd = pidfd, .events = POLLIN};
+
+    return poll(&pf, 1, 0) != 0;
+}
+
+/*
+ * Takes the two descriptors attached to a template's FORKED or SPARE (its
+ * socket, then its output pipe) into a new worker for pid, not yet in the
+ * pool. NULL if they cannot be accepted (then they are closed).
+ */
+static worker *accept_child(worker *t, int pid, int pidfd, uint64_t id)
 {
     sf_pool *p = t->pool;
-    fnv *f = t->fn;
     worker *w = calloc(1, sizeof(*w));
-    int pidfd = -1, r;
-    bool moved = false;
-    spare_leaf *sp = f->spare;
+    int r;
 
-    /* The spare we moved ahead (the usual case after the first instance):
-     * its pidfd was opened and checked when SPARE came, and while that
-     * process is not reaped the pid is still its own. Adopted under its
-     * leaf's id, with nothing left to move. */
-    if (w != NULL && sp != NULL && sp->pid == pid && sp->ok &&
-        syscall(SYS_pidfd_send_signal, sp->pidfd, 0, NULL, 0) == 0) {
-        f->spare = NULL;
-        pidfd = sp->pidfd;
-        sp->pidfd = -1;
-        w->id = sp->id;
-        spare_free(sp);
-        moved = true;
-        SF_DEBUG("msg=\"forked instance was moved into its leaf ahead\" "
-                 "instance=%llu function=%s pid=%d",
-                 (unsigned long long)w->id, f->name, pid);
-        goto adopt;
-    }
-    drop_spare(p, f);
-    /* The template reaps children only when it gets the next FORK, which
-     * we send after this: the pid cannot have been recycled yet. */
-    if (pid > 0)
-        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
-    if (w == NULL || pidfd < 0) {
-        SF_ERR("msg=\"cannot track forked instance\" function=%s pid=%d "
-               "error=\"%s\"",
-               f->name, pid, w ? strerror(errno) : "out of memory");
-        goto fail;
-    }
-    /* The template ran user code (init), so the pid is a claim: adopting
-     * any other process would put it in a leaf and later SIGKILL it. */
-    if (!child_of(pidfd, pid, t->pid)) {
-        SF_ERR("msg=\"forked instance is not the template's child\" "
-               "function=%s instance=%llu pid=%d",
-               f->name, (unsigned long long)t->id, pid);
-        free(w);
-        close(pidfd);
-        worker_kill(t, KILL_PROTO);
-        return;
-    }
-    w->id = ++p->next_worker_id;
-adopt:
+    if (w == NULL)
+        return NULL;
     w->pool = p;
+    w->id = id;
     w->violation_nr = -1;
     w->pid = pid;
     w->pidfd = pidfd;
@@ -1667,15 +1659,21 @@ adopt:
         SF_ERR("msg=\"cannot accept forked instance's descriptors\" "
                "error=%s",
                uv_strerror(r));
-        uv_close((uv_handle_t *)&w->ipc, on_handle_closed);
-        uv_close((uv_handle_t *)&w->out, on_handle_closed);
-        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
-        close(pidfd);
-        return;
+        close_unstarted(w);
+        return NULL;
     }
+    return w;
+}
+
+/* Starts an accepted child as an instance of f: loading, reading, its
+ * first invocation sent once it is in its leaf (moved: already there). */
+static void start_child(worker *w, fnv *f, bool moved)
+{
+    sf_pool *p = w->pool;
+
     uv_timer_init(p->loop, &w->timer);
     w->timer.data = w;
-    uv_poll_init(p->loop, &w->pidpoll, pidfd);
+    uv_poll_init(p->loop, &w->pidpoll, w->pidfd);
     w->pidpoll.data = w;
     w->open_handles = 4;
     uv_poll_start(&w->pidpoll, UV_READABLE, on_pidfd);
@@ -1712,16 +1710,81 @@ adopt:
     /* Right after another move the kernel has no grace period to wait
      * for (~10 us measured up to ~12 ms after the previous move, several
      * ms at 20 ms): done here, without the two thread hand-offs. */
-    move_into_leaf(p->cfg.cgroup, w->id, pid, f->cfg.memory_mb);
+    move_into_leaf(p->cfg.cgroup, w->id, w->pid, f->cfg.memory_mb);
     p->cg_move_us = sf_mono_us();
     predispatch(w);
-    return;
-fail:
-    free(w);
-    if (pidfd >= 0)
+}
+
+/* Adopts the instance a template forked on a plain FORK (FORKED). */
+static void adopt_child(worker *t, int pid)
+{
+    sf_pool *p = t->pool;
+    fnv *f = t->fn;
+    worker *w;
+    int pidfd = -1;
+
+    drop_spare(p, f);
+    /* The template reaps children only when it gets the next FORK, which
+     * we send after this: the pid cannot have been recycled yet. */
+    if (pid > 0)
+        pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        SF_ERR("msg=\"cannot track forked instance\" function=%s pid=%d "
+               "error=\"%s\"",
+               f->name, pid, strerror(errno));
+        if (pid > 0)
+            kill(pid, SIGKILL); /* still our grandchild: not yet reaped */
+        return;
+    }
+    /* The template ran user code (init), so the pid is a claim: adopting
+     * any other process would put it in a leaf and later SIGKILL it. */
+    if (!child_of(pidfd, pid, t->pid)) {
+        SF_ERR("msg=\"forked instance is not the template's child\" "
+               "function=%s instance=%llu pid=%d",
+               f->name, (unsigned long long)t->id, pid);
         close(pidfd);
-    else if (pid > 0)
-        kill(pid, SIGKILL); /* still our grandchild: not yet reaped */
+        worker_kill(t, KILL_PROTO);
+        return;
+    }
+    w = accept_child(t, pid, pidfd, ++p->next_worker_id);
+    if (w == NULL) {
+        syscall(SYS_pidfd_send_signal, pidfd, SIGKILL, NULL, 0);
+        close(pidfd);
+        return;
+    }
+    start_child(w, f, false);
+}
+
+/*
+ * Starts f's held spare as a new instance (it is in its leaf, through its
+ * serve stage, its LOADED waiting in its socket): the invocation that
+ * needed it goes out now, and the template is asked for the next spare.
+ * False if there is none to take (then a dead one has been dropped).
+ */
+static bool take_spare(sf_pool *p, fnv *f)
+{
+    spare_leaf *s = f->spare;
+    worker *w;
+
+    if (s == NULL || s->moving)
+        return false;
+    if (!s->ok || pidfd_exited(s->pidfd)) {
+        drop_spare(p, f);
+        return false;
+    }
+    f->spare = NULL;
+    w = s->w;
+    w->pidfd = s->pidfd;
+    s->w = NULL;
+    s->pidfd = -1;
+    spare_free(s);
+    f->fork_req_us = sf_mono_us();
+    SF_DEBUG("msg=\"spare taken\" instance=%llu function=%s pid=%d",
+             (unsigned long long)w->id, f->name, w->pid);
+    start_child(w, f, true);
+    if (f->tmpl != NULL && f->tmpl->state == W_TEMPLATE)
+        request_fork(f, SF_FORK_F_TAKEN);
+    return true;
 }
 
 static void on_forked(worker *t, const char *payload)
@@ -1755,24 +1818,38 @@ static void on_forked(worker *t, const char *payload)
     pump(p, f);
 }
 
-/* SPARE: the template forked its next child ahead; move it into its leaf
- * now, off the path of the FORK that will ask for it (spare_leaf). */
-static void on_spare(worker *t, const char *payload)
+/*
+ * SPARE: the template's next child, offered with its descriptors. Held
+ * (keep) and moved into its leaf now, off the path of the invocation that
+ * will take it; or, when it crossed a plain FORK (which the template will
+ * answer with this same child), its descriptors are only closed.
+ */
+static void on_spare(worker *t, const char *payload, bool keep)
 {
     sf_pool *p = t->pool;
     fnv *f = t->fn;
     sf_forked_msg m;
     spare_leaf *s;
+    worker *w;
     int pidfd;
 
     memcpy(&m, payload, sizeof(m));
-    drop_spare(p, f);
-    if (sf_cgroup_get_mode(p->cfg.cgroup) == SF_CGROUP_NONE || p->stopping)
+    if (m.status != 0) { /* none could be forked (a taken-spare answer) */
+        if (uv_pipe_pending_count(&t->ipc) > 0)
+            worker_kill(t, KILL_PROTO);
         return;
+    }
+    if (uv_pipe_pending_count(&t->ipc) != 2 ||
+        uv_pipe_pending_type(&t->ipc) != UV_NAMED_PIPE) {
+        SF_WARN("msg=\"SPARE without exactly two descriptors\" "
+                "instance=%llu",
+                (unsigned long long)t->id);
+        worker_kill(t, KILL_PROTO);
+        return;
+    }
+    drop_spare(p, f);
     /* Only a child of the template: the pid is a claim (adopt_child). */
-    pidfd = m.status == 0 && m.pid > 0
-                ? (int)syscall(SYS_pidfd_open, (int)m.pid, 0)
-                : -1;
+    pidfd = m.pid > 0 ? (int)syscall(SYS_pidfd_open, (int)m.pid, 0) : -1;
     if (pidfd < 0 || !child_of(pidfd, (int)m.pid, t->pid)) {
         SF_ERR("msg=\"forked instance is not the template's child\" "
                "function=%s instance=%llu pid=%u spare=1",
@@ -1783,29 +1860,44 @@ static void on_spare(worker *t, const char *payload)
         return;
     }
     s = calloc(1, sizeof(*s));
-    if (s == NULL) {
+    w = s != NULL ? accept_child(t, (int)m.pid, pidfd, ++p->next_worker_id)
+                  : NULL;
+    if (w == NULL || !keep || p->stopping) {
+        /* The template still holds the spare: a plain FORK gets it. */
+        if (w != NULL)
+            close_unstarted(w);
+        else if (s == NULL)
+            worker_kill(t, KILL_PROTO); /* its descriptors stay queued */
         close(pidfd);
-        return; /* then it is moved when handed over, as without SPARE */
+        free(s);
+        return;
     }
     s->pool = p;
     s->fn = f;
-    s->id = ++p->next_worker_id;
+    s->w = w;
+    s->id = w->id;
     s->pid = (int)m.pid;
     s->pidfd = pidfd;
+    w->pidfd = -1; /* the spare's until taken */
     s->memory_mb = f->cfg.memory_mb;
     s->req.data = s;
     f->spare = s;
-    if (sf_mono_us() - p->cg_move_us > CG_MOVE_HOT_US) {
-        s->moving = true;
-        p->open_handles++;
-        if (uv_queue_work(p->loop, &s->req, spare_move_work,
-                          spare_move_done) == 0)
-            return;
-        s->moving = false;
-        p->open_handles--;
+    if (sf_cgroup_get_mode(p->cfg.cgroup) == SF_CGROUP_NONE) {
+        s->ok = true;
+    } else {
+        if (sf_mono_us() - p->cg_move_us > CG_MOVE_HOT_US) {
+            s->moving = true;
+            p->open_handles++;
+            if (uv_queue_work(p->loop, &s->req, spare_move_work,
+                              spare_move_done) == 0)
+                return;
+            s->moving = false;
+            p->open_handles--;
+        }
+        spare_move(s); /* right after another move: cheap (start_child) */
+        p->cg_move_us = sf_mono_us();
     }
-    spare_move(s); /* right after another move: cheap (adopt_child) */
-    p->cg_move_us = sf_mono_us();
+    pump(p, f); /* an invocation may be waiting for it */
 }
 
 static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
@@ -1860,22 +1952,32 @@ static void on_frame(worker *w, const sf_frame_hdr *h, const char *payload)
         break;
     case SF_FRAME_FORKED:
         if (w->state != W_TEMPLATE || !w->fn->fork_pending ||
-            h->len != sizeof(sf_forked_msg))
+            w->fn->fork_taken || h->len != sizeof(sf_forked_msg))
             break;
         on_forked(w, payload);
         return;
     case SF_FRAME_SPARE:
-        /* At most one per FORKED that handed over a child: each costs us
-         * a leaf and a move, so a template (which ran user code) must not
-         * be able to ask for them at will. */
-        if (w->state != W_TEMPLATE || !w->fn->spare_may_come ||
-            h->len != sizeof(sf_forked_msg))
+        if (w->state != W_TEMPLATE || h->len != sizeof(sf_forked_msg))
             break;
+        /* The answer to a FORK that said we took the last spare. */
+        if (w->fn->fork_pending && w->fn->fork_taken) {
+            w->fn->fork_pending = w->fn->fork_taken = false;
+            on_spare(w, payload, true);
+            return;
+        }
+        /* Otherwise at most one per FORKED that handed over a child: each
+         * costs us a leaf and a move, so a template (which ran user code)
+         * must not be able to send them at will. */
+        {
+            int32_t status;
+            memcpy(&status, payload, sizeof(status));
+            if (!w->fn->spare_may_come || status != 0)
+                break;
+        }
         w->fn->spare_may_come = false;
-        /* Sent before the template read a FORK we sent meanwhile: that
-         * FORK is answered with this spare, moved on adoption. */
-        if (!w->fn->fork_pending)
-            on_spare(w, payload);
+        /* Sent before the template read a plain FORK we sent meanwhile:
+         * that FORK is answered with this child, adopted then. */
+        on_spare(w, payload, !w->fn->fork_pending);
         return;
     }
     SF_WARN("msg=\"unexpected frame from worker\" instance=%llu type=%u "
@@ -1934,10 +2036,14 @@ static void on_ipc_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         on_frame(w, &h, w->rbuf.data + sizeof(h));
         sf_buf_consume(&w->rbuf, need);
     }
-    /* Only a template with a FORK in flight may pass a descriptor. */
+    /* Only a template with a FORK in flight, or one that may offer a
+     * spare, may pass descriptors: the two of the frame it is sending
+     * (whose rest may follow). More would be a way to fill our fd table. */
     if (!uv_is_closing((uv_handle_t *)&w->ipc) &&
         uv_pipe_pending_count(&w->ipc) > 0 &&
-        !(w->state == W_TEMPLATE && w->fn->fork_pending)) {
+        (uv_pipe_pending_count(&w->ipc) > 2 ||
+         !(w->state == W_TEMPLATE &&
+           (w->fn->fork_pending || w->fn->spare_may_come)))) {
         SF_WARN("msg=\"worker passed an unexpected file descriptor\" "
                 "instance=%llu state=%s",
                 (unsigned long long)w->id, wstate_names[w->state]);
@@ -2249,7 +2355,9 @@ static enum start_result start_instance(sf_pool *p, fnv *f, bool urgent)
             return START_NO_ROOM;
         if (p->total >= p->cfg.max_workers)
             return START_WAIT; /* the evicted one is dying */
-        return request_fork(f) == 0 ? START_BOUND : START_WAIT;
+        if (take_spare(p, f))
+            return START_BOUND;
+        return request_fork(f, 0) == 0 ? START_BOUND : START_WAIT;
     }
     g = find_generic(p);
     if (g != NULL) {

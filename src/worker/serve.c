@@ -484,14 +484,15 @@ static pid_t fork_instance(pid_t self, bool spare, int *sock, int *out)
  * returns < 0 in the template when it must exit (0 exit when the daemon
  * closed the channel is reported as -EPIPE).
  *
- * One child is kept forked ahead (the spare): a FORK is answered with it at
- * once, and the next spare is forked after the answer, so the fork (page
- * tables of everything init built) and the child's serve stage are not on
- * the path of the invocation that needed a new instance. The spare counts
- * against max_children; it is reaped, like any child, only here, so a pid
- * handed to the daemon is never a reaped one. A spare that died is noticed
- * when reaping and replaced. Each new spare is announced with SPARE (the
- * daemon sends no FORK while it prepares the spare's cgroup leaf).
+ * One child is kept forked ahead (the spare) and offered to the daemon
+ * with SPARE, descriptors attached, so the fork (page tables of everything
+ * init built) and the child's serve stage are off the path of the
+ * invocation that needs a new instance. The daemon may take it without
+ * asking (it then sends FORK flagged SF_FORK_F_TAKEN, and the template
+ * forgets it and offers the next); otherwise a plain FORK is answered
+ * with it. The spare counts against max_children; it is reaped, like any
+ * child, only here, so a pid handed to the daemon is never a reaped one.
+ * A spare that died is noticed when reaping and replaced.
  */
 static int template_loop(int chan)
 {
@@ -503,65 +504,78 @@ static int template_loop(int chan)
         sf_frame_hdr h;
         pid_t pid;
         int fds[2];
+        bool taken;
         int r = read_input(chan, &h, sizeof(h));
 
         if (r < 0)
             return r;
         if (sf_ipc_check_hdr(&h, false) < 0 || h.type != SF_FRAME_FORK ||
-            h.len != 0) {
+            h.len != 0 || (h.flags & ~SF_FORK_FLAGS) != 0) {
             SF_ERR("msg=\"template got a frame other than FORK\" type=%u",
                    h.type);
             return -EPROTO;
         }
+        taken = (h.flags & SF_FORK_F_TAKEN) != 0;
         while ((pid = waitpid(-1, NULL, WNOHANG)) > 0) {
             live--;
-            if (pid == spare) {
+            if (pid == spare)
+                spare = -1;
+        }
+        if (spare < 0 || taken) {
+            /* Dead, or the daemon has it now: ours are only copies. */
+            if (spare_fds[0] >= 0) {
                 close(spare_fds[0]);
                 close(spare_fds[1]);
-                spare = -1;
+                spare_fds[0] = spare_fds[1] = -1;
             }
-        }
-        if (spare > 0) {
-            pid = spare;
-            fds[0] = spare_fds[0];
-            fds[1] = spare_fds[1];
             spare = -1;
-        } else if (live >= max_children) {
-            r = send_forked(chan, SF_FRAME_FORKED, -EAGAIN, 0, NULL);
-            if (r < 0)
-                return r;
-            continue;
-        } else {
-            pid = fork_instance(self, false, &fds[0], &fds[1]);
-            if (pid == 0)
-                return 0;
-            if (pid < 0) {
-                r = send_forked(chan, SF_FRAME_FORKED, pid, 0, NULL);
+        }
+        if (!taken) {
+            if (spare > 0) {
+                pid = spare;
+                fds[0] = spare_fds[0];
+                fds[1] = spare_fds[1];
+                spare = -1;
+                spare_fds[0] = spare_fds[1] = -1;
+            } else if (live >= max_children) {
+                r = send_forked(chan, SF_FRAME_FORKED, -EAGAIN, 0, NULL);
                 if (r < 0)
                     return r;
                 continue;
+            } else {
+                pid = fork_instance(self, false, &fds[0], &fds[1]);
+                if (pid == 0)
+                    return 0;
+                if (pid < 0) {
+                    r = send_forked(chan, SF_FRAME_FORKED, pid, 0, NULL);
+                    if (r < 0)
+                        return r;
+                    continue;
+                }
+                live++;
             }
-            live++;
+            r = send_forked(chan, SF_FRAME_FORKED, 0, pid, fds);
+            close(fds[0]);
+            close(fds[1]);
+            if (r < 0)
+                return r;
         }
-        r = send_forked(chan, SF_FRAME_FORKED, 0, pid, fds);
-        close(fds[0]);
-        close(fds[1]);
+        /* The next spare, offered at once. A taken-spare FORK always gets
+         * a SPARE back, if only to say none could be made. */
+        pid = live < max_children
+                  ? fork_instance(self, true, &spare_fds[0], &spare_fds[1])
+                  : -EAGAIN;
+        if (pid == 0)
+            return 0;
+        if (pid > 0) {
+            spare = pid;
+            live++;
+            r = send_forked(chan, SF_FRAME_SPARE, 0, pid, spare_fds);
+        } else {
+            r = taken ? send_forked(chan, SF_FRAME_SPARE, pid, 0, NULL) : 0;
+        }
         if (r < 0)
             return r;
-        if (live < max_children) {
-            pid = fork_instance(self, true, &spare_fds[0], &spare_fds[1]);
-            if (pid == 0)
-                return 0;
-            if (pid > 0) {
-                spare = pid;
-                live++;
-                /* So the daemon can move it into its cgroup leaf now,
-                 * rather than on the next FORK's path. */
-                r = send_forked(chan, SF_FRAME_SPARE, 0, pid, NULL);
-                if (r < 0)
-                    return r;
-            }
-        }
     }
 }
 

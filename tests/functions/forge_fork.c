@@ -4,9 +4,12 @@
  * child ("parent" is the daemon, "self" the worker itself), with a
  * socketpair and a pipe attached as a real template would: a daemon that
  * trusted the pid would track, move into a memory cgroup and finally
- * SIGKILL that process. With FLOOD it forks a real child and sends SPARE
+ * SIGKILL that process; with VIA_SPARE as well it hands over a real child
+ * and then offers the victim as the next spare (SPARE, descriptors
+ * attached). With FLOOD it forks a real child and sends SPARE
  * frames for it, unasked, over and over: each would cost the daemon a
- * cgroup leaf and a move. The frames are written out here by hand, from
+ * cgroup leaf and a move. With FDFLOOD it answers a FORK with a FORKED
+ * sent a byte at a time, 64 descriptors attached to each byte. The frames are written out here by hand, from
  * the protocol in src/ipc.h. */
 #include <stdint.h>
 #include <stdlib.h>
@@ -73,19 +76,67 @@ static void flood(void)
     _exit(0);
 }
 
-static void forge(pid_t victim)
+/* Sends a FORKED or SPARE frame naming pid, with a fresh socketpair's end
+ * and a pipe's read end attached, as a real template would. */
+static void send_claim(uint16_t type, pid_t pid)
+{
+    struct {
+        struct hdr h;
+        int32_t status;
+        uint32_t pid;
+    } m = {{8, type, 0, 0}, 0, (uint32_t)pid};
+    struct iovec iov = {&m, sizeof(m)};
+    int fds[2], sv[2], op[2];
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(sizeof(fds))];
+    } cm;
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cm.buf,
+                         .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *c;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || pipe(op) < 0)
+        _exit(1);
+    fds[0] = sv[0];
+    fds[1] = op[0];
+    memset(&cm, 0, sizeof(cm));
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(fds));
+    memcpy(CMSG_DATA(c), fds, sizeof(fds));
+    sendmsg(3, &msg, MSG_NOSIGNAL);
+    /* The "instance" then dies at once: a daemon that adopted the victim
+     * would now kill it. */
+    close(sv[0]);
+    close(sv[1]);
+    close(op[0]);
+    close(op[1]);
+}
+
+/* On the first FORK: a well-formed FORKED, one byte at a time, each byte
+ * with 64 descriptors attached (one pipe's two ends, 32 times over): a
+ * daemon that kept descriptors until a frame is complete would hold 1536
+ * of them before it could look at the frame. */
+static void fd_flood(void)
 {
     struct hdr h;
+    struct {
+        struct hdr h;
+        int32_t status;
+        uint32_t pid;
+    } m = {{8, FORKED, 0, 0}, 0, 1};
+    int p[2], fds[64];
 
     send_loaded();
-    while (read_full(3, &h, sizeof(h)) == 0) {
-        struct {
-            struct hdr h;
-            int32_t status;
-            uint32_t pid;
-        } m = {{8, FORKED, 0, 0}, 0, (uint32_t)victim};
-        struct iovec iov = {&m, sizeof(m)};
-        int fds[2], sv[2], op[2];
+    if (read_full(3, &h, sizeof(h)) != 0 || pipe(p) < 0)
+        _exit(0);
+    for (int i = 0; i < 64; i++)
+        fds[i] = p[i % 2];
+    for (size_t i = 0; i < sizeof(m); i++) {
+        struct iovec iov = {(char *)&m + i, 1};
         union {
             struct cmsghdr align;
             char buf[CMSG_SPACE(sizeof(fds))];
@@ -96,25 +147,41 @@ static void forge(pid_t victim)
                              .msg_controllen = sizeof(cm.buf)};
         struct cmsghdr *c;
 
-        if (h.type != FORK)
-            continue;
-        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || pipe(op) < 0)
-            _exit(1);
-        fds[0] = sv[0];
-        fds[1] = op[0];
         memset(&cm, 0, sizeof(cm));
         c = CMSG_FIRSTHDR(&msg);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
         c->cmsg_len = CMSG_LEN(sizeof(fds));
         memcpy(CMSG_DATA(c), fds, sizeof(fds));
-        sendmsg(3, &msg, MSG_NOSIGNAL);
-        /* The "instance" then dies at once: a daemon that adopted the
-         * victim would now kill it. */
-        close(sv[0]);
-        close(sv[1]);
-        close(op[0]);
-        close(op[1]);
+        if (sendmsg(3, &msg, MSG_NOSIGNAL) < 0)
+            break;
+        usleep(1000); /* one read each */
+    }
+    pause();
+    _exit(0);
+}
+
+/* Answers each FORK with a forged FORKED naming victim; with via_spare,
+ * with a real child in FORKED and then a SPARE naming victim. */
+static void forge(pid_t victim, int via_spare)
+{
+    struct hdr h;
+
+    send_loaded();
+    while (read_full(3, &h, sizeof(h)) == 0) {
+        if (h.type != FORK)
+            continue;
+        if (via_spare) {
+            pid_t child = fork();
+            if (child == 0) {
+                sleep(5);
+                _exit(0);
+            }
+            send_claim(FORKED, child);
+            send_claim(SPARE, victim);
+        } else {
+            send_claim(FORKED, victim);
+        }
     }
     _exit(0);
 }
@@ -125,9 +192,12 @@ int sofaas_init(void)
 
     if (getenv("FLOOD") != NULL)
         flood();
+    if (getenv("FDFLOOD") != NULL)
+        fd_flood();
     if (v == NULL)
         return 0;
-    forge(strcmp(v, "self") == 0 ? getpid() : getppid());
+    forge(strcmp(v, "self") == 0 ? getpid() : getppid(),
+          getenv("VIA_SPARE") != NULL);
     return 0;
 }
 

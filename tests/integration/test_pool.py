@@ -469,6 +469,33 @@ def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
     assert "forked instance is not the template's child" in d.log()
 
 
+def test_template_cannot_offer_a_spare_it_did_not_fork(daemon_factory):
+    """A SPARE carries a process for the daemon to hold, move into a cgroup
+    and later start or kill: the same claim as FORKED. A template that
+    hands over a real child and then offers the daemon itself as its
+    spare is killed as a protocol error; the daemon is untouched."""
+    d = daemon_factory()
+    with open("/proc/%d/cgroup" % d.proc.pid) as f:
+        cgroups_before = f.read()
+    d.deploy("forge", fnpath("forge_fork"), params={"template": "true"})
+    r = requests.patch(d.url("/v1/functions/forge"),
+                       json={"env": {"VICTIM": "parent", "VIA_SPARE": "1"}},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    try:
+        d.invoke("forge", "/", timeout=60)
+    except requests.ConnectionError:
+        pass  # asserted just below
+    assert d.proc.poll() is None, "the daemon was killed: %s" % d.log()[-2000:]
+    assert requests.get(d.url("/healthz"), timeout=10).status_code == 200
+    with open("/proc/%d/cgroup" % d.proc.pid) as f:
+        assert f.read() == cgroups_before
+    log = d.log()
+    assert re.search(r"forked instance is not the template's child\" "
+                     r"function=forge instance=\d+ pid=%d spare=1"
+                     % d.proc.pid, log), log[-3000:]
+
+
 def test_template_cannot_send_spare_frames_at_will(daemon_factory):
     """One SPARE may follow each FORKED that handed over a child, no more:
     each costs the daemon a cgroup leaf and a move. A template (its init is
@@ -484,14 +511,35 @@ def test_template_cannot_send_spare_frames_at_will(daemon_factory):
     log = d.log()
     assert re.search(r'unexpected frame from worker" instance=\d+ type=9 ',
                      log), log[-3000:]
-    assert "moved into its leaf ahead" not in log
+    assert "spare taken" not in log
     assert requests.get(d.url("/healthz"), timeout=10).status_code == 200
 
 
+def test_template_cannot_fill_the_daemons_fd_table(daemon_factory):
+    """Descriptors ride the first byte of FORKED and SPARE, so the daemon
+    keeps those that came before the rest of a frame. A template that
+    sends a FORKED a byte at a time, 64 descriptors on each byte, is
+    killed at the first byte, not left to fill the daemon's fd table."""
+    d = daemon_factory()
+    fds_before = len(os.listdir("/proc/%d/fd" % d.proc.pid))
+    d.deploy("fdflood", fnpath("forge_fork"), params={"template": "true"})
+    r = requests.patch(d.url("/v1/functions/fdflood"),
+                       json={"env": {"FDFLOOD": "1"}},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+    r = d.invoke("fdflood", "/", timeout=60)
+    assert r.status_code != 200, r.text
+    log = d.log()
+    assert "worker passed an unexpected file descriptor" in log, log[-3000:]
+    assert requests.get(d.url("/healthz"), timeout=10).status_code == 200
+    assert len(os.listdir("/proc/%d/fd" % d.proc.pid)) < fds_before + 50
+
+
 def test_template_spare_is_in_its_own_leaf_before_it_serves(daemon_factory):
-    """The spare a template forks ahead is announced (SPARE) and moved into
-    its memory cgroup leaf before a FORK asks for it; once adopted it must
-    be in that leaf, under its instance id, with its function's limit."""
+    """The spare a template forks ahead is offered (SPARE) and moved into
+    its memory cgroup leaf before an invocation takes it; once taken it
+    must be in that leaf, under its instance id, with its function's
+    limit."""
     d = no_predict(daemon_factory)
     m = re.search(r'worker memory cgroups active" mode=\S+ root=(\S+)',
                   d.log())
@@ -520,7 +568,7 @@ def test_template_spare_is_in_its_own_leaf_before_it_serves(daemon_factory):
             seen[r.headers["X-Sofaas-Instance"]] = int(r.text)
         time.sleep(0.5)
     assert len(seen) == 3
-    assert "forked instance was moved into its leaf ahead" in d.log()
+    assert "spare taken" in d.log()
     for inst, pid in seen.items():
         leaf = os.path.join(root, "w" + inst)
         with open(os.path.join(leaf, "cgroup.procs")) as f:
