@@ -1628,7 +1628,8 @@ static bool pidfd_exited(int pidfd)
 /*
  * Takes the two descriptors attached to a template's FORKED or SPARE (its
  * socket, then its output pipe) into a new worker for pid, not yet in the
- * pool. NULL if they cannot be accepted (then they are closed).
+ * pool. NULL if they cannot be accepted: then the template is killed, as
+ * descriptors left queued would be taken for the next frame's.
  */
 static worker *accept_child(worker *t, int pid, int pidfd, uint64_t id)
 {
@@ -1636,8 +1637,11 @@ static worker *accept_child(worker *t, int pid, int pidfd, uint64_t id)
     worker *w = calloc(1, sizeof(*w));
     int r;
 
-    if (w == NULL)
+    if (w == NULL) {
+        SF_ERR("msg=\"cannot accept forked instance: out of memory\"");
+        worker_kill(t, KILL_PROTO);
         return NULL;
+    }
     w->pool = p;
     w->id = id;
     w->violation_nr = -1;
@@ -1660,6 +1664,7 @@ static worker *accept_child(worker *t, int pid, int pidfd, uint64_t id)
                "error=%s",
                uv_strerror(r));
         close_unstarted(w);
+        worker_kill(t, KILL_PROTO);
         return NULL;
     }
     return w;
@@ -1859,17 +1864,13 @@ static void on_spare(worker *t, const char *payload, bool keep)
         worker_kill(t, KILL_PROTO);
         return;
     }
-    s = calloc(1, sizeof(*s));
-    w = s != NULL ? accept_child(t, (int)m.pid, pidfd, ++p->next_worker_id)
-                  : NULL;
-    if (w == NULL || !keep || p->stopping) {
+    w = accept_child(t, (int)m.pid, pidfd, ++p->next_worker_id);
+    s = w != NULL && keep && !p->stopping ? calloc(1, sizeof(*s)) : NULL;
+    if (s == NULL) {
         /* The template still holds the spare: a plain FORK gets it. */
         if (w != NULL)
             close_unstarted(w);
-        else if (s == NULL)
-            worker_kill(t, KILL_PROTO); /* its descriptors stay queued */
         close(pidfd);
-        free(s);
         return;
     }
     s->pool = p;
