@@ -54,6 +54,31 @@ static void send_loaded(void)
         _exit(1);
 }
 
+/* Sends len bytes with nfds descriptors attached (SCM_RIGHTS). */
+static int send_fds(const void *buf, size_t len, const int *fds, int nfds)
+{
+    struct iovec iov = {(void *)buf, len};
+    union {
+        struct cmsghdr align;
+        char buf[CMSG_SPACE(64 * sizeof(int))];
+    } cm;
+    struct msghdr msg = {.msg_iov = &iov,
+                         .msg_iovlen = 1,
+                         .msg_control = cm.buf,
+                         .msg_controllen = CMSG_SPACE(nfds * sizeof(int))};
+    struct cmsghdr *c;
+
+    if (nfds < 1 || nfds > 64)
+        return -1;
+    memset(&cm, 0, sizeof(cm));
+    c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(nfds * sizeof(int));
+    memcpy(CMSG_DATA(c), fds, nfds * sizeof(int));
+    return sendmsg(3, &msg, MSG_NOSIGNAL) < 0 ? -1 : 0;
+}
+
 static void flood(void)
 {
     pid_t child = fork();
@@ -85,29 +110,13 @@ static void send_claim(uint16_t type, pid_t pid)
         int32_t status;
         uint32_t pid;
     } m = {{8, type, 0, 0}, 0, (uint32_t)pid};
-    struct iovec iov = {&m, sizeof(m)};
     int fds[2], sv[2], op[2];
-    union {
-        struct cmsghdr align;
-        char buf[CMSG_SPACE(sizeof(fds))];
-    } cm;
-    struct msghdr msg = {.msg_iov = &iov,
-                         .msg_iovlen = 1,
-                         .msg_control = cm.buf,
-                         .msg_controllen = sizeof(cm.buf)};
-    struct cmsghdr *c;
 
     if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) < 0 || pipe(op) < 0)
         _exit(1);
     fds[0] = sv[0];
     fds[1] = op[0];
-    memset(&cm, 0, sizeof(cm));
-    c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_SOCKET;
-    c->cmsg_type = SCM_RIGHTS;
-    c->cmsg_len = CMSG_LEN(sizeof(fds));
-    memcpy(CMSG_DATA(c), fds, sizeof(fds));
-    sendmsg(3, &msg, MSG_NOSIGNAL);
+    send_fds(&m, sizeof(m), fds, 2);
     /* The "instance" then dies at once: a daemon that adopted the victim
      * would now kill it. */
     close(sv[0]);
@@ -136,24 +145,7 @@ static void fd_flood(void)
     for (int i = 0; i < 64; i++)
         fds[i] = p[i % 2];
     for (size_t i = 0; i < sizeof(m); i++) {
-        struct iovec iov = {(char *)&m + i, 1};
-        union {
-            struct cmsghdr align;
-            char buf[CMSG_SPACE(sizeof(fds))];
-        } cm;
-        struct msghdr msg = {.msg_iov = &iov,
-                             .msg_iovlen = 1,
-                             .msg_control = cm.buf,
-                             .msg_controllen = sizeof(cm.buf)};
-        struct cmsghdr *c;
-
-        memset(&cm, 0, sizeof(cm));
-        c = CMSG_FIRSTHDR(&msg);
-        c->cmsg_level = SOL_SOCKET;
-        c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(fds));
-        memcpy(CMSG_DATA(c), fds, sizeof(fds));
-        if (sendmsg(3, &msg, MSG_NOSIGNAL) < 0)
+        if (send_fds((char *)&m + i, 1, fds, 64) < 0)
             break;
         usleep(1000); /* one read each */
     }

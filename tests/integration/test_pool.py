@@ -443,6 +443,15 @@ def test_instance_passing_a_descriptor_is_killed(daemon):
     assert daemon.invoke("fdpass", "/").status_code == 200
 
 
+def deploy_hostile(d, name, env):
+    """forge_fork as a template, its behaviour chosen by env (see its
+    source): its init takes over the template's channel."""
+    d.deploy(name, fnpath("forge_fork"), params={"template": "true"})
+    r = requests.patch(d.url("/v1/functions/" + name), json={"env": env},
+                       headers=d.headers(), timeout=10)
+    assert r.status_code == 200, r.text
+
+
 @pytest.mark.parametrize("victim", ["parent", "self"])
 def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
                                                              victim):
@@ -452,11 +461,7 @@ def test_template_cannot_hand_over_a_process_it_did_not_fork(daemon_factory,
     d = daemon_factory()
     with open("/proc/%d/cgroup" % d.proc.pid) as f:
         cgroups_before = f.read()
-    d.deploy("forge", fnpath("forge_fork"), params={"template": "true"})
-    r = requests.patch(d.url("/v1/functions/forge"),
-                       json={"env": {"VICTIM": victim}},
-                       headers=d.headers(), timeout=10)
-    assert r.status_code == 200, r.text
+    deploy_hostile(d, "forge", {"VICTIM": victim})
     try:
         r = d.invoke("forge", "/", timeout=60)
         assert r.status_code != 200, r.text
@@ -477,11 +482,7 @@ def test_template_cannot_offer_a_spare_it_did_not_fork(daemon_factory):
     d = daemon_factory()
     with open("/proc/%d/cgroup" % d.proc.pid) as f:
         cgroups_before = f.read()
-    d.deploy("forge", fnpath("forge_fork"), params={"template": "true"})
-    r = requests.patch(d.url("/v1/functions/forge"),
-                       json={"env": {"VICTIM": "parent", "VIA_SPARE": "1"}},
-                       headers=d.headers(), timeout=10)
-    assert r.status_code == 200, r.text
+    deploy_hostile(d, "forge", {"VICTIM": "parent", "VIA_SPARE": "1"})
     try:
         d.invoke("forge", "/", timeout=60)
     except requests.ConnectionError:
@@ -501,11 +502,7 @@ def test_template_cannot_send_spare_frames_at_will(daemon_factory):
     each costs the daemon a cgroup leaf and a move. A template (its init is
     user code) that sends them unasked is killed as a protocol error."""
     d = daemon_factory()
-    d.deploy("flood", fnpath("forge_fork"), params={"template": "true"})
-    r = requests.patch(d.url("/v1/functions/flood"),
-                       json={"env": {"FLOOD": "1"}},
-                       headers=d.headers(), timeout=10)
-    assert r.status_code == 200, r.text
+    deploy_hostile(d, "flood", {"FLOOD": "1"})
     r = d.invoke("flood", "/", timeout=60)
     assert r.status_code != 200, r.text
     log = d.log()
@@ -522,11 +519,7 @@ def test_template_cannot_fill_the_daemons_fd_table(daemon_factory):
     killed at the first byte, not left to fill the daemon's fd table."""
     d = daemon_factory()
     fds_before = len(os.listdir("/proc/%d/fd" % d.proc.pid))
-    d.deploy("fdflood", fnpath("forge_fork"), params={"template": "true"})
-    r = requests.patch(d.url("/v1/functions/fdflood"),
-                       json={"env": {"FDFLOOD": "1"}},
-                       headers=d.headers(), timeout=10)
-    assert r.status_code == 200, r.text
+    deploy_hostile(d, "fdflood", {"FDFLOOD": "1"})
     r = d.invoke("fdflood", "/", timeout=60)
     assert r.status_code != 200, r.text
     log = d.log()
