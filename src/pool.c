@@ -1792,6 +1792,25 @@ static bool take_spare(sf_pool *p, fnv *f)
     return true;
 }
 
+/*
+ * Whether a FORKED or SPARE came with the descriptors it must carry: a
+ * child's socket, then its output pipe (both UV_NAMED_PIPE) when it hands
+ * over a child, none otherwise. If not, the template is killed as a
+ * protocol error (queued descriptors would pair with the next frame).
+ */
+static bool child_fds_came(worker *t, bool child, const char *frame)
+{
+    int n = uv_pipe_pending_count(&t->ipc);
+
+    if (child ? n == 2 && uv_pipe_pending_type(&t->ipc) == UV_NAMED_PIPE
+              : n == 0)
+        return true;
+    SF_WARN("msg=\"%s with %d descriptors, expected %d\" instance=%llu",
+            frame, n, child ? 2 : 0, (unsigned long long)t->id);
+    worker_kill(t, KILL_PROTO);
+    return false;
+}
+
 static void on_forked(worker *t, const char *payload)
 {
     sf_pool *p = t->pool;
@@ -1801,22 +1820,13 @@ static void on_forked(worker *t, const char *payload)
     memcpy(&m, payload, sizeof(m));
     f->fork_pending = false;
     f->spare_may_come = m.status == 0;
+    if (!child_fds_came(t, m.status == 0, "FORKED"))
+        return;
     if (m.status != 0) {
         SF_WARN("msg=\"template could not fork an instance\" function=%s "
                 "error=\"%s\"",
                 f->name, strerror(-m.status));
-        if (uv_pipe_pending_count(&t->ipc) > 0)
-            worker_kill(t, KILL_PROTO);
         record_failure(p, f);
-        return;
-    }
-    /* Its socket, then its output pipe (both show as UV_NAMED_PIPE). */
-    if (uv_pipe_pending_count(&t->ipc) != 2 ||
-        uv_pipe_pending_type(&t->ipc) != UV_NAMED_PIPE) {
-        SF_WARN("msg=\"FORKED without exactly two descriptors\" "
-                "instance=%llu",
-                (unsigned long long)t->id);
-        worker_kill(t, KILL_PROTO);
         return;
     }
     adopt_child(t, (int)m.pid);
@@ -1839,19 +1849,9 @@ static void on_spare(worker *t, const char *payload, bool keep)
     int pidfd;
 
     memcpy(&m, payload, sizeof(m));
-    if (m.status != 0) { /* none could be forked (a taken-spare answer) */
-        if (uv_pipe_pending_count(&t->ipc) > 0)
-            worker_kill(t, KILL_PROTO);
+    /* status < 0: none could be forked (a taken-spare answer) */
+    if (!child_fds_came(t, m.status == 0, "SPARE") || m.status != 0)
         return;
-    }
-    if (uv_pipe_pending_count(&t->ipc) != 2 ||
-        uv_pipe_pending_type(&t->ipc) != UV_NAMED_PIPE) {
-        SF_WARN("msg=\"SPARE without exactly two descriptors\" "
-                "instance=%llu",
-                (unsigned long long)t->id);
-        worker_kill(t, KILL_PROTO);
-        return;
-    }
     drop_spare(p, f);
     /* Only a child of the template: the pid is a claim (adopt_child). */
     pidfd = m.pid > 0 ? (int)syscall(SYS_pidfd_open, (int)m.pid, 0) : -1;
