@@ -31,6 +31,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "journal.h"
 #include "log.h"
 #include "util.h"
 
@@ -321,8 +322,17 @@ struct sf_meter {
      * and the writer thread (async batches, roll-up). */
     pthread_mutex_t dbmu;
     bool inline_commit; /* sync without fsync: the loop commits itself */
+    /* The spill journal (inline commits only, else NULL): rows the loop
+     * could not commit at once, answered and committed later. */
+    sf_journal *spill;
+    rec *spill_head, *spill_tail; /* answered, not yet committed (loop) */
+    uint64_t spilled;             /* rows ever spilled (loop) */
+    uint64_t spill_run;           /* rows spilled since it was last empty */
+    bool spill_warned;            /* a failed spill was logged (loop) */
     uv_async_t async;
     uv_check_t check;
+    uv_timer_t retry; /* wakes an idle loop to commit spilled rows */
+    int open_handles; /* while closing: freed after the last one */
 
     uint64_t rows, commits, commit_us; /* writer thread's counters */
 
@@ -889,6 +899,352 @@ static void run_done(sf_meter *m, rec *p)
     }
 }
 
+/* ---- spill journal ------------------------------------------------------ */
+
+/*
+ * In sync mode a response waits for its row's commit, and the loop never
+ * waits on the database. So when it cannot commit at once -- the
+ * checkpointer's last pass before a WAL restart holds dbmu across two
+ * fsyncs (15-180 ms on the reference VM), a roll-up batch holds it, or
+ * another connection holds SQLite's write lock -- the loop appends the
+ * iteration's rows to STATE/sofaas.db-spill with one write() and answers
+ * them: in the page cache, the rows survive a crash of the process just as
+ * a WAL commit without fsync does. They are committed with the next
+ * batches (SPILL_DRAIN_ROWS per iteration, so a long backlog never stalls
+ * the loop), and the file is emptied once none is left. On start, rows
+ * left in the file are inserted before anything else (INSERT OR IGNORE on
+ * their ids: a row committed before the crash is not counted twice).
+ * Before the journal those responses waited for the database, and under
+ * sustained load one WAL restart per meter.wal_max_mb put the checkpoint's
+ * fsyncs into the latency of every request in flight.
+ */
+#define SPILL_MAX_BYTES (64u << 20) /* past this, rows wait as before */
+#define SPILL_DRAIN_ROWS 64
+#define SPILL_RETRY_MS 5 /* an idle loop retries spilled rows this often */
+#define SPILL_LAYOUT 1
+
+/* A row in the journal: the record and the prices it was priced with
+ * (a restart may bring other prices; the row keeps its own). */
+typedef struct spill_rec {
+    uint32_t layout;
+    uint32_t memory_mb, granularity_ms;
+    int32_t http_status;
+    int64_t id, version, start_us, cost_pico;
+    int64_t price_request_pico, price_gb_second_pico;
+    uint64_t queue_us, duration_us, init_us, instance_id, bytes_in, bytes_out,
+        billed_ms;
+    uint8_t cold_start, billed, cls, has_tenant;
+    char request_id[129], function[64], tenant[64], currency[8];
+} spill_rec;
+
+static void spill_encode(const sf_meter *m, const rec *r, spill_rec *s)
+{
+    memset(s, 0, sizeof(*s)); /* padding too: the checksum covers it */
+    s->layout = SPILL_LAYOUT;
+    s->memory_mb = r->memory_mb;
+    s->granularity_ms = m->cfg.granularity_ms;
+    s->http_status = r->http_status;
+    s->id = r->id;
+    s->version = r->version;
+    s->start_us = r->start_us;
+    s->cost_pico = r->cost_pico;
+    s->price_request_pico = m->cfg.price_per_request_pico;
+    s->price_gb_second_pico = m->cfg.price_per_gb_second_pico;
+    s->queue_us = r->queue_us;
+    s->duration_us = r->duration_us;
+    s->init_us = r->init_us;
+    s->instance_id = r->instance_id;
+    s->bytes_in = r->bytes_in;
+    s->bytes_out = r->bytes_out;
+    s->billed_ms = r->billed_ms;
+    s->cold_start = r->cold_start;
+    s->billed = r->billed;
+    s->cls = (uint8_t)r->cls;
+    s->has_tenant = r->has_tenant;
+    memcpy(s->request_id, r->request_id, sizeof(s->request_id));
+    memcpy(s->function, r->function, sizeof(s->function));
+    memcpy(s->tenant, r->tenant, sizeof(s->tenant));
+    memcpy(s->currency, m->cfg.currency, sizeof(s->currency));
+}
+
+/* Checks a journal row and fills r from it. Returns 0 or -EINVAL. */
+static int spill_decode(const void *p, size_t len, spill_rec *s, rec *r)
+{
+    if (len != sizeof(*s))
+        return -EINVAL;
+    memcpy(s, p, sizeof(*s));
+    if (s->layout != SPILL_LAYOUT || s->cls >= SF_MC_COUNT ||
+        memchr(s->request_id, 0, sizeof(s->request_id)) == NULL ||
+        memchr(s->function, 0, sizeof(s->function)) == NULL ||
+        memchr(s->tenant, 0, sizeof(s->tenant)) == NULL ||
+        memchr(s->currency, 0, sizeof(s->currency)) == NULL)
+        return -EINVAL;
+    memset(r, 0, sizeof(*r));
+    r->id = s->id;
+    memcpy(r->request_id, s->request_id, sizeof(r->request_id));
+    memcpy(r->function, s->function, sizeof(r->function));
+    memcpy(r->tenant, s->tenant, sizeof(r->tenant));
+    r->has_tenant = s->has_tenant != 0;
+    r->version = s->version;
+    r->start_us = s->start_us;
+    r->queue_us = s->queue_us;
+    r->duration_us = s->duration_us;
+    r->init_us = s->init_us;
+    r->instance_id = s->instance_id;
+    r->bytes_in = s->bytes_in;
+    r->bytes_out = s->bytes_out;
+    r->cold_start = s->cold_start != 0;
+    r->billed = s->billed != 0;
+    r->cls = (sf_meter_class)s->cls;
+    r->http_status = s->http_status;
+    r->memory_mb = s->memory_mb;
+    r->billed_ms = s->billed_ms;
+    r->cost_pico = s->cost_pico;
+    return 0;
+}
+
+/*
+ * Loop thread: appends this iteration's rows to the journal with one
+ * write() and answers them (their callbacks run now, with success); they
+ * move to the spill list, to be committed later. Returns false, having
+ * done nothing, when there is no journal, it is full, or the write failed:
+ * the rows then wait for the database as they did before the journal.
+ */
+static bool spill_local(sf_meter *m)
+{
+    rec *head = m->local_head, *tail = m->local_tail;
+    sf_buf frames = {0};
+    size_t n = 0;
+    int r = 0;
+
+    if (m->spill == NULL || head == NULL)
+        return false;
+    for (rec *p = head; p != NULL && r == 0; p = p->next, n++) {
+        spill_rec s;
+        spill_encode(m, p, &s);
+        r = sf_journal_frame(&frames, &s, sizeof(s));
+    }
+    if (r == 0 && sf_journal_size(m->spill) + frames.len > SPILL_MAX_BYTES)
+        r = -ENOSPC;
+    if (r == 0)
+        r = sf_journal_write(m->spill, frames.data, frames.len);
+    sf_buf_free(&frames);
+    if (r < 0) {
+        if (!m->spill_warned) /* once until the journal is empty again */
+            SF_WARN("msg=\"cannot spill invocation rows, their responses "
+                    "wait for the database\" rows=%zu error=\"%s\"",
+                    n, strerror(-r));
+        m->spill_warned = true;
+        return false;
+    }
+    m->local_head = m->local_tail = NULL;
+    if (m->spill_tail != NULL)
+        m->spill_tail->next = head;
+    else
+        m->spill_head = head;
+    m->spill_tail = tail;
+    m->spilled += n;
+    m->spill_run += n;
+    /* Answered now; committed later with cb gone (as in async mode). The
+     * callbacks may record more rows (a pipelined request refused at
+     * once): those go to the local list, for the next commit. */
+    for (rec *p = head, *end = tail->next; p != end; p = p->next) {
+        sf_meter_done_cb cb = p->cb;
+        p->status = 0;
+        p->cb = NULL;
+        if (cb != NULL)
+            cb(p->ctx, 0, p->billed_ms);
+    }
+    return true;
+}
+
+/* Loop thread: detaches up to max rows from the front of the spill list;
+ * *tail gets the last one. */
+static rec *spill_take(sf_meter *m, size_t max, rec **tail)
+{
+    rec *head = m->spill_head, *p = head;
+
+    *tail = NULL;
+    if (head == NULL)
+        return NULL;
+    for (size_t i = 1; i < max && p->next != NULL; i++)
+        p = p->next;
+    m->spill_head = p->next;
+    if (m->spill_head == NULL)
+        m->spill_tail = NULL;
+    p->next = NULL;
+    *tail = p;
+    return head;
+}
+
+/* Loop thread: puts rows taken with spill_take back in front. */
+static void spill_untake(sf_meter *m, rec *head, rec *tail)
+{
+    tail->next = m->spill_head;
+    if (m->spill_head == NULL)
+        m->spill_tail = tail;
+    m->spill_head = head;
+}
+
+/* Loop thread, after a commit that took spilled rows: once none is left,
+ * the journal is emptied (every row in it is committed). */
+static void spill_committed(sf_meter *m)
+{
+    int r;
+
+    if (m->spill_head != NULL)
+        return;
+    if ((r = sf_journal_reset(m->spill)) < 0)
+        SF_WARN("msg=\"cannot empty the spill journal; its rows are "
+                "committed and would only be skipped at the next start\" "
+                "error=\"%s\"",
+                strerror(-r));
+    SF_DEBUG("msg=\"spilled invocation rows committed\" rows=%llu",
+             (unsigned long long)m->spill_run);
+    m->spill_run = 0;
+    m->spill_warned = false;
+}
+
+typedef struct replay_ctx {
+    sf_meter *m;
+    sqlite3_stmt *ins;
+    int64_t lag;
+    int64_t added;
+    int bad;
+} replay_ctx;
+
+static int replay_one(void *arg, const void *p, size_t len)
+{
+    replay_ctx *x = arg;
+    spill_rec s;
+    rec r;
+    int i;
+
+    if (spill_decode(p, len, &s, &r) < 0) {
+        x->bad++;
+        return 0;
+    }
+    i = bind_rec(x->ins, 1, &r);
+    sqlite3_bind_int64(x->ins, i++, s.price_request_pico);
+    sqlite3_bind_int64(x->ins, i++, s.price_gb_second_pico);
+    sqlite3_bind_int(x->ins, i++, (int)s.granularity_ms);
+    sqlite3_bind_text(x->ins, i, s.currency, -1, SQLITE_TRANSIENT);
+    if (sqlite3_step(x->ins) != SQLITE_DONE) {
+        SF_ERR("msg=\"cannot insert a spilled invocation row\" "
+               "request_id=%s error=\"%s\"",
+               r.request_id, sqlite3_errmsg(x->m->db));
+        sqlite3_reset(x->ins);
+        return -EIO;
+    }
+    x->added += sqlite3_changes(x->m->db);
+    sqlite3_reset(x->ins);
+    if (r.id - r.start_us > x->lag)
+        x->lag = r.id - r.start_us;
+    return 0;
+}
+
+/*
+ * At open, before ids and spend are loaded: inserts the rows a previous
+ * run left in the journal (answered, not committed when it stopped), in
+ * one transaction, then empties it. Keeps the journal open in m->spill
+ * when the loop will commit inline. Returns 0 or -errno (the daemon does
+ * not start: those rows would be lost).
+ */
+static int spill_open(sf_meter *m, const char *db_path)
+{
+    char *path = NULL;
+    replay_ctx x = {.m = m};
+    size_t dropped = 0;
+    int n, r;
+
+    if (asprintf(&path, "%s-spill", db_path) < 0)
+        return -ENOMEM;
+    r = sf_journal_open(path, &m->spill);
+    if (r < 0) {
+        SF_ERR("msg=\"meter cannot open its spill journal\" path=%s "
+               "error=\"%s\"",
+               path, strerror(-r));
+        free(path);
+        return r;
+    }
+    if (sf_journal_size(m->spill) > 0) {
+        if (sqlite3_prepare_v2(
+                m->db,
+                "INSERT OR IGNORE INTO invocations (seq, request_id,"
+                " function, version, tenant, start_us, queue_us,"
+                " duration_us, init_us, cold_start, instance_id, status,"
+                " http_status, bytes_in, bytes_out, memory_mb, billed,"
+                " billed_ms, cost_pico, price_request_pico,"
+                " price_gb_second_pico, granularity_ms, currency) VALUES"
+                " (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                -1, &x.ins, NULL) != SQLITE_OK) {
+            r = -EIO;
+            goto out;
+        }
+        if ((r = exec(m->db, "BEGIN IMMEDIATE")) < 0)
+            goto out;
+        n = sf_journal_read(m->spill, replay_one, &x, &dropped);
+        if (n >= 0 && x.lag > 0) { /* kept as MAX(stored, this) */
+            sqlite3_bind_int64(m->lag_set, 1, x.lag);
+            if (step_once(m->lag_set) < 0)
+                n = -EIO;
+        }
+        if (n < 0 || exec(m->db, "COMMIT") < 0) {
+            exec(m->db, "ROLLBACK");
+            SF_ERR("msg=\"meter cannot replay its spill journal; the "
+                   "daemon does not start rather than lose its rows\" "
+                   "path=%s error=\"%s\"",
+                   path, strerror(n < 0 ? -n : EIO));
+            r = n < 0 ? n : -EIO;
+            goto out;
+        }
+        SF_INFO("msg=\"invocation rows replayed from the spill journal\" "
+                "rows=%d new=%lld",
+                n, (long long)x.added);
+        if (dropped > 0 || x.bad > 0)
+            SF_WARN("msg=\"spill journal had a torn or bad tail (a crash "
+                    "while it was written: those rows were never "
+                    "answered)\" path=%s dropped_bytes=%zu bad_rows=%d",
+                    path, dropped, x.bad);
+        if ((r = sf_journal_reset(m->spill)) < 0) {
+            SF_ERR("msg=\"cannot empty the spill journal\" path=%s "
+                   "error=\"%s\"",
+                   path, strerror(-r));
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    sqlite3_finalize(x.ins);
+    if (r < 0 || !m->inline_commit) {
+        sf_journal_close(m->spill);
+        m->spill = NULL;
+    }
+    free(path);
+    return r;
+}
+
+/* At close, the threads stopped: commits what is left of the spill list
+ * (else its rows stay in the journal, for the next start) and frees it. */
+static void spill_close(sf_meter *m)
+{
+    rec *p = m->spill_head;
+
+    if (p == NULL)
+        return;
+    m->spill_head = m->spill_tail = NULL;
+    if (write_batch(m, p) == 0)
+        spill_committed(m);
+    else
+        SF_WARN("msg=\"spilled invocation rows not committed at exit; "
+                "the next start inserts them\"");
+    while (p != NULL) {
+        rec *next = p->next;
+        free(p);
+        p = next;
+    }
+}
+
 /*
  * Sync mode without fsync: the loop commits this iteration's records
  * itself, then answers. A commit that only appends to the WAL costs tens
@@ -900,34 +1256,69 @@ static void run_done(sf_meter *m, rec *p)
  */
 static void commit_inline(sf_meter *m)
 {
-    for (int round = 0; round < 4 && m->local_head != NULL; round++) {
-        rec *batch = m->local_head, *tail = m->local_tail;
+    for (int round = 0; round < 4; round++) {
+        rec *batch, *tail, *spilled, *spilled_tail;
         uint64_t t0 = sf_mono_us();
         int r;
 
-        /* The loop never waits on the database: while the writer runs a
-         * roll-up batch, or another connection (an operator's sqlite3
-         * shell) holds the write lock, the writer thread takes the rows
-         * and may wait as long as it must. */
-        if (pthread_mutex_trylock(&m->dbmu) != 0)
+        if (m->local_head == NULL && m->spill_head == NULL)
             break;
+        /* The loop never waits on the database: while the checkpointer
+         * or a roll-up batch holds it, or another connection (an
+         * operator's sqlite3 shell) holds the write lock, the rows go to
+         * the spill journal and are answered; without one, the writer
+         * thread takes them and waits as long as it must. */
+        if (pthread_mutex_trylock(&m->dbmu) != 0) {
+            if (spill_local(m))
+                continue;
+            break;
+        }
+        /* Spilled rows first, a few per iteration, with this one's. */
+        spilled = spill_take(m, SPILL_DRAIN_ROWS, &spilled_tail);
+        batch = m->local_head;
+        tail = m->local_tail;
         m->local_head = m->local_tail = NULL;
-        sqlite3_busy_timeout(m->db, INLINE_BUSY_MS);
+        if (spilled != NULL) {
+            spilled_tail->next = batch;
+            if (batch == NULL)
+                tail = spilled_tail;
+            batch = spilled;
+        }
+        sqlite3_busy_timeout(m->db, m->spill != NULL ? 0 : INLINE_BUSY_MS);
         r = write_batch(m, batch);
         sqlite3_busy_timeout(m->db, WRITER_BUSY_MS);
+        if (r < 0 && spilled != NULL) {
+            /* Answered already: they stay in the journal and the list. */
+            batch = spilled_tail->next;
+            spilled_tail->next = NULL;
+            spill_untake(m, spilled, spilled_tail);
+            if (batch == NULL)
+                tail = NULL;
+        }
         if (r == -EBUSY) {
             pthread_mutex_unlock(&m->dbmu);
             m->local_head = batch;
             m->local_tail = tail;
-            SF_DEBUG("msg=\"database busy, the meter's writer thread takes "
-                     "this batch\"");
+            if (spill_local(m))
+                continue;
+            if (batch != NULL)
+                SF_DEBUG("msg=\"database busy, the meter's writer thread "
+                         "takes this batch\"");
             break;
         }
-        settle(m, batch, r, t0);
+        if (batch != NULL)
+            settle(m, batch, r, t0);
         pthread_mutex_unlock(&m->dbmu);
+        if (r == 0 && spilled != NULL)
+            spill_committed(m);
         run_done(m, batch);
     }
     handoff(m);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+    (void)t;
 }
 
 static void on_check(uv_check_t *c)
@@ -938,6 +1329,11 @@ static void on_check(uv_check_t *c)
         commit_inline(m);
     else
         handoff(m);
+    /* Spilled rows wait for a commit; with no traffic, the loop could
+     * sleep on them for long. The timer only wakes it: this check phase,
+     * after the timer's, commits them. */
+    if (m->spill_head != NULL && !uv_is_active((uv_handle_t *)&m->retry))
+        uv_timer_start(&m->retry, on_retry, SPILL_RETRY_MS, 0);
 }
 
 /* Loop thread: runs the callbacks of batches the writer committed. */
@@ -1086,6 +1482,7 @@ static void release(sf_meter *m)
     sqlite3_finalize(m->begin);
     sqlite3_finalize(m->commit);
     sqlite3_finalize(m->lag_set);
+    sf_journal_close(m->spill);
     sqlite3_close(m->db);
     sqlite3_close(m->ckdb);
     pthread_mutex_destroy(&m->mu);
@@ -1154,8 +1551,11 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
                            NULL) != SQLITE_OK)
         goto fail;
     /* Reconcile: WAL recovery already rolled back any uncommitted batch
-     * (its clients got no answer, see docs/metering.md); finish the
-     * retention work a crash may have interrupted. */
+     * (its clients got no answer, see docs/metering.md); rows answered
+     * from the spill journal go in before ids and spend are loaded; finish
+     * the retention work a crash may have interrupted. */
+    if ((r = spill_open(m, db_path)) < 0)
+        goto fail;
     if (sf_meter_rollup(m, sf_wall_us(), 0, NULL) < 0)
         goto fail;
     if ((r = load_last_id(m)) < 0)
@@ -1186,12 +1586,16 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     m->check.data = m;
     uv_check_start(&m->check, on_check);
     uv_unref((uv_handle_t *)&m->check);
+    uv_timer_init(loop, &m->retry);
+    m->retry.data = m;
+    uv_unref((uv_handle_t *)&m->retry);
     r = -pthread_create(&m->thread, NULL, writer_main, m);
     if (r < 0) {
         /* m is freed below, so the handles must not outlive this call:
          * close them and let the loop finish the close first. */
         uv_close((uv_handle_t *)&m->async, NULL);
         uv_close((uv_handle_t *)&m->check, NULL);
+        uv_close((uv_handle_t *)&m->retry, NULL);
         uv_run(loop, UV_RUN_NOWAIT);
         goto fail;
     }
@@ -1218,10 +1622,15 @@ fail:
     return r < 0 ? r : -EIO;
 }
 
-static void on_async_closed(uv_handle_t *h)
+/* libuv finishes closing handles in the reverse order of uv_close, and
+ * marks each one closed before its callback: m (which holds them) is freed
+ * after the last of its handles, not after whichever closes first. */
+static void on_handle_closed(uv_handle_t *h)
 {
     sf_meter *m = h->data;
 
+    if (--m->open_handles > 0)
+        return;
     free(m->spends);
     free(m);
 }
@@ -1241,18 +1650,22 @@ void sf_meter_close(sf_meter *m)
         if (m->ck_started)
             pthread_join(m->ckthread, NULL);
         on_async(&m->async); /* callbacks of the last batches */
+        spill_close(m);
         SF_INFO(
             "msg=\"meter closed\" rows=%llu commits=%llu "
-            "rows_per_commit=%.1f commit_us_avg=%llu checkpoints=%llu",
+            "rows_per_commit=%.1f commit_us_avg=%llu checkpoints=%llu "
+            "spilled=%llu",
             (unsigned long long)m->rows, (unsigned long long)m->commits,
             m->commits ? (double)m->rows / (double)m->commits : 0.0,
             (unsigned long long)(m->commits ? m->commit_us / m->commits : 0),
-            (unsigned long long)m->checkpoints);
+            (unsigned long long)m->checkpoints, (unsigned long long)m->spilled);
     }
     release(m);
     if (m->thread_started) {
-        uv_close((uv_handle_t *)&m->check, NULL);
-        uv_close((uv_handle_t *)&m->async, on_async_closed);
+        m->open_handles = 3;
+        uv_close((uv_handle_t *)&m->check, on_handle_closed);
+        uv_close((uv_handle_t *)&m->retry, on_handle_closed);
+        uv_close((uv_handle_t *)&m->async, on_handle_closed);
         return;
     }
     free(m->spends);
