@@ -38,6 +38,7 @@
 #define ROLLUP_BATCH 2000 /* rows per roll-up transaction */
 #define INLINE_BUSY_MS 2    /* a loop commit waits this long for the lock */
 #define WRITER_BUSY_MS 10000
+#define CHECKPOINTER_BUSY_MS 10000
 #define HOUR_US 3600000000LL
 #define DAY_US (24 * HOUR_US)
 
@@ -311,6 +312,7 @@ struct sf_meter {
     int ck_wal_pages;  /* under mu: the WAL's size when a checkpoint was asked */
     int ck_every;      /* ask for a checkpoint per this many new frames */
     int ck_restart;    /* frames: past this the WAL is made to restart */
+    char size_limit_sql[64]; /* journal_size_limit, for both connections */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rec *local_head, *local_tail; /* this loop iteration's (loop only) */
@@ -512,7 +514,6 @@ static int wal_limits(sf_meter *m)
 {
     sqlite3_stmt *st;
     int64_t max = (int64_t)m->cfg.wal_max_mb << 20, frame = 4096;
-    char sql[64];
 
     if (sqlite3_prepare_v2(m->db, "PRAGMA page_size", -1, &st, NULL) !=
         SQLITE_OK)
@@ -528,9 +529,9 @@ static int wal_limits(sf_meter *m)
     if (m->ck_every < 1)
         m->ck_every = 1;
     m->ck_next_pages = m->ck_every;
-    snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit=%lld",
-             (long long)(2 * max));
-    return exec(m->db, sql);
+    snprintf(m->size_limit_sql, sizeof(m->size_limit_sql),
+             "PRAGMA journal_size_limit=%lld", (long long)(2 * max));
+    return exec(m->db, m->size_limit_sql);
 }
 
 /* One PASSIVE checkpoint. Returns the WAL's frame count when it began
@@ -549,6 +550,30 @@ static int checkpoint(sf_meter *m)
 }
 
 /*
+ * Checkpointer, holding dbmu after a complete checkpoint: starts the WAL
+ * over with a write of its own. The first write after a complete
+ * checkpoint restarts the WAL, and SQLite fsyncs the new WAL header then
+ * (synchronous=NORMAL too, so that a write reordered after the restart
+ * cannot corrupt the database). Left to the meter's next commit, that
+ * fsync ran on the loop thread (fdatasync took 15-180 ms here under
+ * load), with every request waiting. Here the loop spills meanwhile.
+ * The write counts the restarts in meter_state (wal_restarts). Busy
+ * (another connection writes): skipped, and that writer restarts it.
+ */
+static void restart_wal(sf_meter *m)
+{
+    static const char sql[] =
+        "INSERT INTO meter_state (key, value) VALUES ('wal_restarts', 1)"
+        " ON CONFLICT (key) DO UPDATE SET value = value + 1";
+
+    sqlite3_busy_timeout(m->ckdb, 0);
+    if (sqlite3_exec(m->ckdb, sql, NULL, NULL, NULL) != SQLITE_OK)
+        SF_DEBUG("msg=\"WAL restart left to the next writer\" error=\"%s\"",
+                 sqlite3_errmsg(m->ckdb));
+    sqlite3_busy_timeout(m->ckdb, CHECKPOINTER_BUSY_MS);
+}
+
+/*
  * PASSIVE checkpoints never block the writer or readers. But the WAL only
  * starts again from its beginning when a transaction begins with every
  * frame copied, and under sustained load a commit always lands while a
@@ -558,12 +583,11 @@ static int checkpoint(sf_meter *m)
  * reference VM against ~4 us rewriting allocated ones). So once the WAL
  * is past meter.wal_max_mb (ck_restart frames), the checkpointer runs one
  * more pass holding dbmu: no meter transaction can start meanwhile (the
- * loop hands its rows to the writer thread instead of waiting), so that
- * pass copies the last frames and the meter's next transaction restarts
- * the WAL. Unlocked passes first, until one has little left to copy (each
- * copies what came during the one before), so the locked pass is short:
- * its fsyncs and a few dozen frames. Responses waiting for their commit
- * wait that much longer, once per wal_max_mb of WAL.
+ * loop spills its rows and answers them, spill_local), so that pass
+ * copies the last frames and restart_wal starts the WAL over. Unlocked
+ * passes first, until one has little left to copy (each copies what came
+ * during the one before), so the locked pass is short: its fsyncs and a
+ * few dozen frames, once per wal_max_mb of WAL.
  */
 #define CHECKPOINT_CATCH_UP_PASSES 8
 #define CHECKPOINT_SMALL_PAGES 64
@@ -593,7 +617,8 @@ static void *checkpointer_main(void *arg)
             t0 = sf_mono_us();
             pthread_mutex_lock(&m->dbmu);
             prev = log;
-            log = checkpoint(m);
+            if ((log = checkpoint(m)) >= 0)
+                restart_wal(m);
             pthread_mutex_unlock(&m->dbmu);
             SF_DEBUG("msg=\"WAL caught up for a restart\" wal_pages=%d "
                      "passes=%d last_pages=%d held_us=%llu",
@@ -1566,9 +1591,10 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
         SF_ERR("msg=\"meter cannot open the database\" path=%s", db_path);
         goto fail;
     }
-    sqlite3_busy_timeout(m->ckdb, 10000);
+    sqlite3_busy_timeout(m->ckdb, CHECKPOINTER_BUSY_MS);
     if (exec(m->ckdb, cfg->fsync_commits ? "PRAGMA synchronous=FULL"
-                                         : "PRAGMA synchronous=NORMAL") < 0)
+                                         : "PRAGMA synchronous=NORMAL") < 0 ||
+        exec(m->ckdb, m->size_limit_sql) < 0) /* it restarts the WAL too */
         goto fail;
     sqlite3_wal_hook(m->db, wal_hook, m);
     if ((r = load_spend(m)) < 0) {

@@ -739,6 +739,15 @@ def test_the_wal_stays_bounded_under_sustained_load(daemon_factory):
     # size as it was, so the bound is that plus the frames of one commit
     assert max(sizes) <= 2 * 1024 * 1024 + 64 * 1024, max(sizes)
     assert 'msg="WAL caught up for a restart"' in d.log()
+    # the restart (and its fsync of the WAL header) was the checkpointer's
+    # own write, not the loop's next commit
+    db = db_of(d)
+    try:
+        restarts = db.execute("SELECT value FROM meter_state"
+                              " WHERE key = 'wal_restarts'").fetchone()
+    finally:
+        db.close()
+    assert restarts is not None and restarts[0] >= 1
 
 
 def test_ids_are_exact_json_integers(daemon_factory):
