@@ -567,6 +567,16 @@ def count_rows(d, rids):
     return [counts.get(rid, 0) for rid in rids]
 
 
+def invoke_ids(d, n):
+    """Invokes echo n times, each answered 200; returns the request ids."""
+    rids = []
+    for _ in range(n):
+        r = d.invoke("echo", params={"ms": "0"}, timeout=60)
+        assert r.status_code == 200
+        rids.append(r.headers["X-Request-Id"])
+    return rids
+
+
 def test_a_held_database_lock_never_holds_up_responses(daemon):
     """Another connection (an operator's sqlite3 shell) holds the write
     lock, so the loop cannot commit. In sync mode the rows go to the spill
@@ -575,12 +585,8 @@ def test_a_held_database_lock_never_holds_up_responses(daemon):
     empties the journal."""
     daemon.deploy("echo", testfn("sleepy"))
     assert daemon.invoke("echo", params={"ms": "0"}).status_code == 200
-    rids = []
     with db_write_lock(daemon):
-        for _ in range(10):
-            r = daemon.invoke("echo", params={"ms": "0"}, timeout=60)
-            assert r.status_code == 200
-            rids.append(r.headers["X-Request-Id"])
+        rids = invoke_ids(daemon, 10)
         # readers still see the database: none of them is committed yet
         assert count_rows(daemon, rids) == [0] * 10
         assert os.path.getsize(spill_path(daemon)) > 0
@@ -602,12 +608,8 @@ def test_spilled_rows_survive_kill_9_and_are_inserted_once(daemon_factory):
     d = daemon_factory()
     d.deploy("echo", testfn("sleepy"))
     first = d.invoke("echo", params={"ms": "0"}).headers["X-Request-Id"]
-    rids = []
     with db_write_lock(d):
-        for _ in range(10):
-            r = d.invoke("echo", params={"ms": "0"}, timeout=60)
-            assert r.status_code == 200
-            rids.append(r.headers["X-Request-Id"])
+        rids = invoke_ids(d, 10)
         d.stop(sig=9)
     with open(spill_path(d), "rb") as f:
         frames = f.read()
