@@ -14,8 +14,11 @@
  * writer also runs the retention roll-up; dbmu serializes the two users of
  * the connection. WAL checkpoints run on a third thread with a third
  * connection (PASSIVE: they never block a commit), so no commit on the
- * loop ever includes a checkpoint's fsync. bench/meter_overhead.sh
- * measures the cost (docs/metering.md).
+ * loop ever includes a checkpoint's fsync; the checkpointer also makes
+ * the write that restarts the WAL (and fsyncs its header). When the loop
+ * cannot commit at once, its rows go to the spill journal and are
+ * answered ("spill journal" below). bench/meter_overhead.sh measures the
+ * cost (docs/metering.md).
  *
  * Rows are inserted with INSERT OR IGNORE on the daemon-assigned invocation
  * id (the table's INTEGER PRIMARY KEY, never reused), so replaying a batch
