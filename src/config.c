@@ -117,6 +117,7 @@ static const key meter_keys[] = {
     K_BOOL(sf_config_meter, fsync, "false", false),
     K_UINT(sf_config_meter, rollup_interval_s, 1, 86400, "3600", false),
     K_UINT(sf_config_meter, wal_max_mb, 1, 4096, "64", false),
+    K_UINT(sf_config_meter, spill_max_mb, 0, 4096, "64", false),
     {NULL, 0, 0, 0, 0, NULL, false},
 };
 
@@ -173,6 +174,7 @@ static const struct {
     {"meter-fsync", "meter.fsync"},
     {"meter-rollup-interval-s", "meter.rollup_interval_s"},
     {"meter-wal-max-mb", "meter.wal_max_mb"},
+    {"meter-spill-max-mb", "meter.spill_max_mb"},
     {"price-per-request", "billing.price_per_request"},
     {"price-per-gb-second", "billing.price_per_gb_second"},
     {"billing-granularity-ms", "billing.granularity_ms"},
@@ -564,7 +566,8 @@ void sf_config_usage(FILE *f)
             "exit\n"
             "  --meter-mode sync|async|off, --meter-retention-days N,\n"
             "  --meter-commit-interval-us N, --meter-fsync true|false,\n"
-            "  --meter-rollup-interval-s N, --meter-wal-max-mb N\n"
+            "  --meter-rollup-interval-s N, --meter-wal-max-mb N,\n"
+            "  --meter-spill-max-mb N\n"
             "                           the meter.* keys "
             "(docs/metering.md)\n"
             "  --price-per-request X, --price-per-gb-second X,\n"

@@ -72,6 +72,7 @@ typedef struct sf_config_meter {
     bool fsync;
     unsigned rollup_interval_s;
     unsigned wal_max_mb;
+    unsigned spill_max_mb;
 } sf_config_meter;
 
 /* Prices: decimal strings, parsed exactly by meter.c (never floats). */

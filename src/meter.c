@@ -59,6 +59,7 @@ void sf_meter_config_defaults(sf_meter_config *c)
     c->commit_interval_us = SF_METER_COMMIT_INTERVAL_DEFAULT;
     c->rollup_interval_s = 3600;
     c->wal_max_mb = 64;
+    c->spill_max_mb = 64;
     snprintf(c->currency, sizeof(c->currency), "USD");
 }
 
@@ -99,6 +100,10 @@ int sf_meter_config_set(sf_meter_config *c, const char *key, const char *v,
     } else if (strcmp(key, "meter.wal_max_mb") == 0) {
         expect = "MiB in 1..4096";
         if (set_uint(v, 1, 4096, &c->wal_max_mb) < 0)
+            goto bad;
+    } else if (strcmp(key, "meter.spill_max_mb") == 0) {
+        expect = "MiB in 0..4096 (0 turns the spill journal off)";
+        if (set_uint(v, 0, 4096, &c->spill_max_mb) < 0)
             goto bad;
     } else if (strcmp(key, "meter.rollup_interval_s") == 0) {
         expect = "seconds in 1..86400";
@@ -170,6 +175,7 @@ int sf_meter_config_from(const sf_config *cfg, sf_meter_config *out, char *err,
     out->fsync_commits = m->fsync;
     out->rollup_interval_s = m->rollup_interval_s;
     out->wal_max_mb = m->wal_max_mb;
+    out->spill_max_mb = m->spill_max_mb;
     out->granularity_ms = b->granularity_ms;
     for (size_t i = 0; i < sizeof(kv) / sizeof(kv[0]); i++)
         if (sf_meter_config_set(out, kv[i].key, kv[i].value, err, errlen) < 0)
@@ -977,9 +983,10 @@ static void run_done(sf_meter *m, rec *p)
  * their ids: a row committed before the crash is not counted twice).
  * Before the journal those responses waited for the database, and under
  * sustained load one WAL restart per meter.wal_max_mb put the checkpoint's
- * fsyncs into the latency of every request in flight.
+ * fsyncs into the latency of every request in flight. Past
+ * meter.spill_max_mb of rows in the file (0: no journal), they wait so
+ * again.
  */
-#define SPILL_MAX_BYTES (64u << 20) /* past this, rows wait as before */
 #define SPILL_DRAIN_ROWS 64
 #define SPILL_RETRY_MS 5 /* an idle loop retries spilled rows this often */
 #define SPILL_LAYOUT 1
@@ -1085,7 +1092,8 @@ static bool spill_local(sf_meter *m)
         spill_encode(m, p, &s);
         r = sf_journal_frame(&frames, &s, sizeof(s));
     }
-    if (r == 0 && sf_journal_size(m->spill) + frames.len > SPILL_MAX_BYTES)
+    if (r == 0 && sf_journal_size(m->spill) + frames.len >
+                      (uint64_t)m->cfg.spill_max_mb << 20)
         r = -ENOSPC;
     if (r == 0)
         r = sf_journal_write(m->spill, frames.data, frames.len);
@@ -1277,7 +1285,8 @@ static int spill_open(sf_meter *m, const char *db_path)
     r = 0;
 out:
     sqlite3_finalize(x.ins);
-    if (r < 0 || !m->inline_commit) {
+    /* Replayed whatever the setting: only new rows need it on. */
+    if (r < 0 || !m->inline_commit || m->cfg.spill_max_mb == 0) {
         sf_journal_close(m->spill);
         m->spill = NULL;
     }
@@ -1673,12 +1682,14 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
     else /* degrade to SQLite's checkpoints inside commits */
         sqlite3_wal_autocheckpoint(m->db, CHECKPOINT_PAGES);
     SF_INFO("msg=\"meter ready\" mode=%s fsync_commits=%d "
-            "commit_interval_us=%u wal_max_mb=%u retention_days=%u "
+            "commit_interval_us=%u wal_max_mb=%u spill_max_mb=%u "
+            "retention_days=%u "
             "currency=%s "
             "price_per_request_pico=%lld price_per_gb_second_pico=%lld "
             "granularity_ms=%u",
             cfg->mode == SF_METER_SYNC ? "sync" : "async", cfg->fsync_commits,
-            cfg->commit_interval_us, cfg->wal_max_mb, cfg->retention_days,
+            cfg->commit_interval_us, cfg->wal_max_mb, cfg->spill_max_mb,
+            cfg->retention_days,
             cfg->currency,
             (long long)cfg->price_per_request_pico,
             (long long)cfg->price_per_gb_second_pico, cfg->granularity_ms);

@@ -58,6 +58,7 @@ typedef struct sf_meter_config {
     bool fsync_commits; /* synchronous=FULL: rows also survive power loss */
     uint32_t rollup_interval_s; /* how often the writer checks retention */
     uint32_t wal_max_mb; /* the WAL is made to restart past this size */
+    uint32_t spill_max_mb; /* spill journal's bound; 0: no journal */
 } sf_meter_config;
 
 /* The largest seq - start_us of any row (meter.c, next_id): rows with
@@ -77,6 +78,7 @@ void sf_meter_config_defaults(sf_meter_config *c);
  * Sets one setting from text, by its configuration key: meter.mode
  * (sync|async|off), meter.retention_days, meter.commit_interval_us,
  * meter.fsync (true|false), meter.rollup_interval_s, meter.wal_max_mb,
+ * meter.spill_max_mb,
  * billing.price_per_request, billing.price_per_gb_second (decimal strings,
  * exact, at most 12 decimals), billing.granularity_ms, billing.currency.
  * For the daemon's flags and the config file alike. Returns 0, or -EINVAL

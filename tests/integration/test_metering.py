@@ -599,6 +599,28 @@ def test_a_held_database_lock_never_holds_up_responses(daemon):
     assert os.path.getsize(spill_path(daemon)) == 0
 
 
+def test_without_the_journal_responses_wait_for_the_lock(daemon_factory):
+    """meter.spill_max_mb = 0 turns the spill journal off: the response
+    then waits for its row, which waits for the lock, while the loop keeps
+    serving (/healthz answered meanwhile); once the lock is released the
+    invocation is answered and recorded exactly once."""
+    d = daemon_factory(args=["--meter-spill-max-mb", "0"])
+    d.deploy("echo", testfn("sleepy"))
+    assert d.invoke("echo", params={"ms": "0"}).status_code == 200
+    with db_write_lock(d):
+        t, result = invoke_in_background(d, "echo", {"ms": "0"})
+        # the function has run (counted before it is metered); its
+        # response now waits for the row
+        wait_invocations_ok(d, "echo", 2)
+        assert requests.get(d.url("/healthz"), timeout=60).status_code == 200
+        answered_while_locked = "status" in result
+    t.join(60)
+    assert not answered_while_locked
+    assert result.get("status") == 200
+    assert count_rows(d, [result["rid"]]) == [1]
+    assert os.path.getsize(spill_path(d)) == 0
+
+
 def test_spilled_rows_survive_kill_9_and_are_inserted_once(daemon_factory):
     """Rows answered from the spill journal while the database was locked
     are inserted at the next start when the daemon was killed first; a torn
