@@ -570,8 +570,10 @@ static int checkpoint(sf_meter *m)
  * cannot corrupt the database). Left to the meter's next commit, that
  * fsync ran on the loop thread (fdatasync took 15-180 ms here under
  * load), with every request waiting. Here the loop spills meanwhile.
- * The write counts the restarts in meter_state (wal_restarts). Busy
- * (another connection writes): skipped, and that writer restarts it.
+ * The write counts these writes in meter_state (wal_restarts): each one
+ * restarts the WAL unless a reader still used frames the checkpoint could
+ * not copy. Busy (another connection writes): skipped, and that writer
+ * restarts it.
  */
 static void restart_wal(sf_meter *m)
 {
