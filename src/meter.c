@@ -1329,11 +1329,13 @@ static void spill_close(sf_meter *m)
 static void commit_inline(sf_meter *m)
 {
     for (int round = 0; round < 4; round++) {
-        rec *batch, *tail, *spilled, *spilled_tail;
+        rec *batch, *tail, *spilled, *spilled_tail = NULL;
         uint64_t t0 = sf_mono_us();
         int r;
 
-        if (m->local_head == NULL && m->spill_head == NULL)
+        /* Spilled rows are taken in the first round only: at most
+         * SPILL_DRAIN_ROWS of them per loop iteration. */
+        if (m->local_head == NULL && (round > 0 || m->spill_head == NULL))
             break;
         /* The loop never waits on the database: while the checkpointer
          * or a roll-up batch holds it, or another connection (an
@@ -1345,8 +1347,9 @@ static void commit_inline(sf_meter *m)
                 continue;
             break;
         }
-        /* Spilled rows first, a few per iteration, with this one's. */
-        spilled = spill_take(m, SPILL_DRAIN_ROWS, &spilled_tail);
+        /* Spilled rows first, with this iteration's. */
+        spilled =
+            round == 0 ? spill_take(m, SPILL_DRAIN_ROWS, &spilled_tail) : NULL;
         batch = m->local_head;
         tail = m->local_tail;
         m->local_head = m->local_tail = NULL;
@@ -1691,8 +1694,7 @@ int sf_meter_open(uv_loop_t *loop, const char *db_path,
             "granularity_ms=%u",
             cfg->mode == SF_METER_SYNC ? "sync" : "async", cfg->fsync_commits,
             cfg->commit_interval_us, cfg->wal_max_mb, cfg->spill_max_mb,
-            cfg->retention_days,
-            cfg->currency,
+            cfg->retention_days, cfg->currency,
             (long long)cfg->price_per_request_pico,
             (long long)cfg->price_per_gb_second_pico, cfg->granularity_ms);
     *out = m;
