@@ -1181,7 +1181,6 @@ typedef struct replay_ctx {
     sqlite3_stmt *ins;
     int64_t lag;
     int64_t added;
-    int bad;
 } replay_ctx;
 
 static int replay_one(void *arg, const void *p, size_t len)
@@ -1191,9 +1190,14 @@ static int replay_one(void *arg, const void *p, size_t len)
     rec r;
     int i;
 
+    /* A whole frame (its checksum held) that does not decode is an
+     * answered row this build cannot read (another layout): refuse it
+     * rather than drop it. */
     if (spill_decode(p, len, &s, &r) < 0) {
-        x->bad++;
-        return 0;
+        SF_ERR("msg=\"a spilled invocation row has an unknown layout\" "
+               "bytes=%zu",
+               len);
+        return -EINVAL;
     }
     i = bind_rec(x->ins, 1, &r);
     sqlite3_bind_int64(x->ins, i++, s.price_request_pico);
@@ -1272,11 +1276,11 @@ static int spill_open(sf_meter *m, const char *db_path)
         SF_INFO("msg=\"invocation rows replayed from the spill journal\" "
                 "rows=%d new=%lld",
                 n, (long long)x.added);
-        if (dropped > 0 || x.bad > 0)
+        if (dropped > 0)
             SF_WARN("msg=\"spill journal had a torn or bad tail (a crash "
                     "while it was written: those rows were never "
-                    "answered)\" path=%s dropped_bytes=%zu bad_rows=%d",
-                    path, dropped, x.bad);
+                    "answered)\" path=%s dropped_bytes=%zu",
+                    path, dropped);
         if ((r = sf_journal_reset(m->spill)) < 0) {
             SF_ERR("msg=\"cannot empty the spill journal\" path=%s "
                    "error=\"%s\"",

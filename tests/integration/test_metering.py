@@ -6,6 +6,7 @@ import csv
 import io
 import os
 import sqlite3
+import struct
 import threading
 import time
 import uuid
@@ -597,6 +598,45 @@ def test_a_held_database_lock_never_holds_up_responses(daemon):
         time.sleep(0.05)
     assert count_rows(daemon, rids) == [1] * 10
     assert os.path.getsize(spill_path(daemon)) == 0
+
+
+def fnv1a64(data):
+    h = 0xcbf29ce484222325
+    for b in data:
+        h = ((h ^ b) * 0x100000001b3) & 0xffffffffffffffff
+    return h
+
+
+def test_a_spilled_row_it_cannot_read_stops_the_start(daemon_factory):
+    """A whole frame (checksum right) whose row has another layout is an
+    answered invocation this build cannot read: the daemon must refuse to
+    start and leave the file as it is, not drop the row."""
+    d = daemon_factory()
+    d.deploy("echo", testfn("sleepy"))
+    with db_write_lock(d):
+        rids = invoke_ids(d, 3)
+        d.stop(sig=9)
+    with open(spill_path(d), "rb") as f:
+        frames = f.read()
+    magic, length, _ = struct.unpack_from("<IIQ", frames, 0)
+    payload = bytearray(frames[16:16 + length])
+    struct.pack_into("<I", payload, 0, 99)  # the row's layout field
+    bad = struct.pack("<IIQ", magic, length, fnv1a64(payload)) + \
+        bytes(payload) + frames[16 + length:]
+    with open(spill_path(d), "wb") as f:
+        f.write(bad)
+    d.start(wait=False)
+    d.proc.wait(30)
+    assert d.stop() != 0
+    assert "a spilled invocation row has an unknown layout" in d.log()
+    with open(spill_path(d), "rb") as f:
+        assert f.read() == bad
+    assert count_rows(d, rids) == [0, 0, 0]
+    # the operator restores a readable journal: every row goes in
+    with open(spill_path(d), "wb") as f:
+        f.write(frames)
+    d.start()
+    assert count_rows(d, rids) == [1, 1, 1]
 
 
 def test_without_the_journal_responses_wait_for_the_lock(daemon_factory):
