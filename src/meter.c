@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -277,6 +278,8 @@ typedef struct rec {
     sf_meter_done_cb cb;
     void *ctx;
     int status;
+    /* The row, from id to the end: plain data (no pointers), copied whole
+     * into the spill journal (spill_encode). */
     int64_t id; /* seq: assigned on the loop thread, unique for ever */
     char request_id[129];
     char function[64];
@@ -991,50 +994,35 @@ static void run_done(sf_meter *m, rec *p)
  */
 #define SPILL_DRAIN_ROWS 64
 #define SPILL_RETRY_MS 5 /* an idle loop retries spilled rows this often */
-#define SPILL_LAYOUT 1
+#define SPILL_LAYOUT 2
+#define ROW_OFFSET offsetof(rec, id)
+#define ROW_SIZE (sizeof(rec) - ROW_OFFSET)
+/* A change to rec's row changes the journal's layout: bump SPILL_LAYOUT
+ * (a build then refuses an older journal rather than misread it) and
+ * this size. */
+_Static_assert(ROW_SIZE == 368, "rec changed: bump SPILL_LAYOUT");
 
-/* A row in the journal: the record and the prices it was priced with
- * (a restart may bring other prices; the row keeps its own). */
+/* A row in the journal: the record's row as it is in memory, and the
+ * prices it was priced with (a restart may bring other prices; the row
+ * keeps its own). */
 typedef struct spill_rec {
     uint32_t layout;
-    uint32_t memory_mb, granularity_ms;
-    int32_t http_status;
-    int64_t id, version, start_us, cost_pico;
+    uint32_t granularity_ms;
     int64_t price_request_pico, price_gb_second_pico;
-    uint64_t queue_us, duration_us, init_us, instance_id, bytes_in, bytes_out,
-        billed_ms;
-    uint8_t cold_start, billed, cls, has_tenant;
-    char request_id[129], function[64], tenant[64], currency[8];
+    char currency[8];
+    unsigned char row[ROW_SIZE];
 } spill_rec;
 
 static void spill_encode(const sf_meter *m, const rec *r, spill_rec *s)
 {
     memset(s, 0, sizeof(*s)); /* padding too: the checksum covers it */
     s->layout = SPILL_LAYOUT;
-    s->memory_mb = r->memory_mb;
     s->granularity_ms = m->cfg.granularity_ms;
-    s->http_status = r->http_status;
-    s->id = r->id;
-    s->version = r->version;
-    s->start_us = r->start_us;
-    s->cost_pico = r->cost_pico;
     s->price_request_pico = m->cfg.price_per_request_pico;
     s->price_gb_second_pico = m->cfg.price_per_gb_second_pico;
-    s->queue_us = r->queue_us;
-    s->duration_us = r->duration_us;
-    s->init_us = r->init_us;
-    s->instance_id = r->instance_id;
-    s->bytes_in = r->bytes_in;
-    s->bytes_out = r->bytes_out;
-    s->billed_ms = r->billed_ms;
-    s->cold_start = r->cold_start;
-    s->billed = r->billed;
-    s->cls = (uint8_t)r->cls;
-    s->has_tenant = r->has_tenant;
-    memcpy(s->request_id, r->request_id, sizeof(s->request_id));
-    memcpy(s->function, r->function, sizeof(s->function));
-    memcpy(s->tenant, r->tenant, sizeof(s->tenant));
     memcpy(s->currency, m->cfg.currency, sizeof(s->currency));
+    /* rec is calloc'd, so its padding is zeros too */
+    memcpy(s->row, (const char *)r + ROW_OFFSET, ROW_SIZE);
 }
 
 /* Checks a journal row and fills r from it. Returns 0 or -EINVAL. */
@@ -1043,33 +1031,16 @@ static int spill_decode(const void *p, size_t len, spill_rec *s, rec *r)
     if (len != sizeof(*s))
         return -EINVAL;
     memcpy(s, p, sizeof(*s));
-    if (s->layout != SPILL_LAYOUT || s->cls >= SF_MC_COUNT ||
-        memchr(s->request_id, 0, sizeof(s->request_id)) == NULL ||
-        memchr(s->function, 0, sizeof(s->function)) == NULL ||
-        memchr(s->tenant, 0, sizeof(s->tenant)) == NULL ||
+    if (s->layout != SPILL_LAYOUT ||
         memchr(s->currency, 0, sizeof(s->currency)) == NULL)
         return -EINVAL;
     memset(r, 0, sizeof(*r));
-    r->id = s->id;
-    memcpy(r->request_id, s->request_id, sizeof(r->request_id));
-    memcpy(r->function, s->function, sizeof(r->function));
-    memcpy(r->tenant, s->tenant, sizeof(r->tenant));
-    r->has_tenant = s->has_tenant != 0;
-    r->version = s->version;
-    r->start_us = s->start_us;
-    r->queue_us = s->queue_us;
-    r->duration_us = s->duration_us;
-    r->init_us = s->init_us;
-    r->instance_id = s->instance_id;
-    r->bytes_in = s->bytes_in;
-    r->bytes_out = s->bytes_out;
-    r->cold_start = s->cold_start != 0;
-    r->billed = s->billed != 0;
-    r->cls = (sf_meter_class)s->cls;
-    r->http_status = s->http_status;
-    r->memory_mb = s->memory_mb;
-    r->billed_ms = s->billed_ms;
-    r->cost_pico = s->cost_pico;
+    memcpy((char *)r + ROW_OFFSET, s->row, ROW_SIZE);
+    if ((unsigned)r->cls >= SF_MC_COUNT ||
+        memchr(r->request_id, 0, sizeof(r->request_id)) == NULL ||
+        memchr(r->function, 0, sizeof(r->function)) == NULL ||
+        memchr(r->tenant, 0, sizeof(r->tenant)) == NULL)
+        return -EINVAL;
     return 0;
 }
 
