@@ -346,6 +346,7 @@ struct sf_meter {
     uint64_t spilled;             /* rows ever spilled (loop) */
     uint64_t spill_run;           /* rows spilled since it was last empty */
     bool spill_warned;            /* a failed spill was logged (loop) */
+    bool spill_failing; /* their last commit failed (not busy): back off */
     uv_async_t async;
     uv_check_t check;
     uv_timer_t retry; /* wakes an idle loop to commit spilled rows */
@@ -994,6 +995,7 @@ static void run_done(sf_meter *m, rec *p)
  */
 #define SPILL_DRAIN_ROWS 64
 #define SPILL_RETRY_MS 5 /* an idle loop retries spilled rows this often */
+#define SPILL_RETRY_FAILING_MS 1000 /* ... or this, while commits fail */
 #define SPILL_LAYOUT 2
 #define ROW_OFFSET offsetof(rec, id)
 #define ROW_SIZE (sizeof(rec) - ROW_OFFSET)
@@ -1337,6 +1339,8 @@ static void commit_inline(sf_meter *m)
         sqlite3_busy_timeout(m->db, m->spill != NULL ? 0 : INLINE_BUSY_MS);
         r = write_batch(m, batch);
         sqlite3_busy_timeout(m->db, WRITER_BUSY_MS);
+        if (spilled != NULL) /* an I/O error: retry them slowly */
+            m->spill_failing = r < 0 && r != -EBUSY;
         if (r < 0 && spilled != NULL) {
             /* Answered already: they stay in the journal and the list. */
             batch = spilled_tail->next;
@@ -1383,7 +1387,9 @@ static void on_check(uv_check_t *c)
      * sleep on them for long. The timer only wakes it: this check phase,
      * after the timer's, commits them. */
     if (m->spill_head != NULL && !uv_is_active((uv_handle_t *)&m->retry))
-        uv_timer_start(&m->retry, on_retry, SPILL_RETRY_MS, 0);
+        uv_timer_start(
+            &m->retry, on_retry,
+            m->spill_failing ? SPILL_RETRY_FAILING_MS : SPILL_RETRY_MS, 0);
 }
 
 /* Loop thread: runs the callbacks of batches the writer committed. */
