@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MADV_COLLAPSE
@@ -100,18 +101,29 @@ static unsigned resident(uintptr_t at)
     return n;
 }
 
+/* EAGAIN from MADV_COLLAPSE means a page or lock was busy for a moment
+ * (madvise(2)): ~1 in 400 runs of test_hugepages here, and still 3 in
+ * 2500 with immediate retries (a transient reference, e.g. from the
+ * host's memory sampling), so the retries wait a millisecond first. */
+#define COLLAPSE_TRIES 4
+
 /* madvise(MADV_COLLAPSE) over [at, end); counts the 2 MiB ranges. */
 static int collapse(uintptr_t at, uintptr_t end, sf_huge_stats *st)
 {
     unsigned n = (unsigned)((end - at) / HUGE_SIZE);
 
     st->candidates += n;
-    if (madvise((void *)at, end - at, MADV_COLLAPSE) == 0) {
-        st->collapsed += n;
-        return 0;
+    for (int i = 0; i < COLLAPSE_TRIES; i++) {
+        if (madvise((void *)at, end - at, MADV_COLLAPSE) == 0) {
+            st->collapsed += n;
+            return 0;
+        }
+        if (errno != EAGAIN)
+            break;
+        nanosleep(&(struct timespec){.tv_nsec = 1000000}, NULL);
     }
     /* EINVAL: no MADV_COLLAPSE here (or THP off for us), nothing will do.
-     * EAGAIN, ENOMEM (no free huge page now): the rest stays as it is. */
+     * ENOMEM (no free huge page now), EAGAIN still: left as it is. */
     return errno == EINVAL ? -EINVAL : 0;
 }
 
