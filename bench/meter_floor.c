@@ -21,12 +21,10 @@
  *   BATCH 13, ROWS 200000; KEY=VALUE: meter settings as in the config
  *   file (meter.wal_max_mb=4, ...), for both runs.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "log.h"
 #include "meter.h"
@@ -117,20 +115,22 @@ static int measure(const char *dir, const char *mode, int batch, long rows,
         const char *eq = strchr(set[i], '=');
         if (eq == NULL || (size_t)(eq - set[i]) >= sizeof(key)) {
             fprintf(stderr, "meter_floor: not KEY=VALUE: %s\n", set[i]);
-            return -1;
+            goto fail;
         }
         snprintf(key, sizeof(key), "%.*s", (int)(eq - set[i]), set[i]);
         if (sf_meter_config_set(&mc, key, eq + 1, err, sizeof(err)) < 0) {
             fprintf(stderr, "meter_floor: %s\n", err);
-            return -1;
+            goto fail;
         }
     }
     /* last: the mode is what this run measures */
     if (sf_meter_config_set(&mc, "meter.mode", mode, err, sizeof(err)) < 0)
-        return -1;
+        goto fail;
     uv_loop_init(&loop);
-    if (sf_meter_open(&loop, db, &mc, &r.m) < 0)
-        return -1;
+    if (sf_meter_open(&loop, db, &mc, &r.m) < 0) {
+        uv_loop_close(&loop);
+        goto fail;
+    }
     uv_prepare_init(&loop, &r.prep);
     uv_idle_init(&loop, &r.idle);
     r.prep.data = &r;
@@ -155,6 +155,9 @@ static int measure(const char *dir, const char *mode, int batch, long rows,
     uv_loop_close(&loop);
     sf_registry_free(reg);
     return r.answered == rows ? 0 : -1;
+fail:
+    sf_registry_free(reg);
+    return -1;
 }
 
 int main(int argc, char **argv)
